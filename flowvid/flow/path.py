@@ -1,0 +1,269 @@
+"""The frame-insertion probability path (METHOD.md, "The probability path").
+
+Every frame i gets a delay u_i; a global time tau_g gives per-frame times tau_i = tau_g - u_i.
+A frame is deleted (tau_i < 0), flowing (0 <= tau_i < 1) or terminal (tau_i >= 1). Only the
+visible frames are returned, compacted to positions 0..m-1, with their insertion targets k_i.
+
+The baselines are delays of the same path:
+- full_sequence: u_i = 0 for all frames and tau_g in [0, 1): one shared t, nothing deleted;
+- autoregressive: u_i = the frame's rank among non-context frames, tau_g = j + r: frames
+  before j are clean history, frame j flows at t = r, later frames are not there yet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from flowvid.flow.schedulers import Kappa, get_kappa
+from flowvid.flow.timedist import GlobalTime
+
+KINDS = ("insertion", "full_sequence", "autoregressive")
+FrameSpec = Tensor | Sequence[int] | None  # a (F,) bool mask or a list of frame indices
+
+# r in [0, 1) is kept strictly below 1 so that float rounding never makes the last frame terminal.
+_R_MAX = 1.0 - 1e-6
+
+
+@dataclass
+class PathSample:
+    """The visible frames of one clip at one global time (m visible out of num_frames)."""
+
+    x_t: Tensor  # (m, C, H, W) noised by each frame's own t
+    t: Tensor  # (m,) per-frame time in [0, 1]
+    index: Tensor  # (m,) original frame index, strictly increasing, index[0] == 0
+    position: Tensor  # (m,) compacted positions 0..m-1 (what the network sees)
+    flowing: Tensor  # (m,) bool: 0 <= tau_i < 1 and not context (velocity loss applies)
+    v_target: Tensor  # (m, C, H, W) x1 - x0
+    k: Tensor  # (m,) deleted frames between this visible frame and the next (or the clip end)
+    active: Tensor  # (m,) bool: insertion loss applies
+    context: Tensor  # (m,) bool: clean conditioning frame
+    passive: Tensor  # (m,) bool: context frame that never inserts to its right
+    tau: Tensor  # () global time tau_g
+    num_frames: int  # F, the clip's full length
+
+
+@dataclass
+class PackedPathSample:
+    """Several clips' visible frames concatenated along the frame axis (no padding)."""
+
+    x_t: Tensor  # (M, C, H, W), M = sum of the clips' m
+    t: Tensor  # (M,)
+    index: Tensor  # (M,)
+    position: Tensor  # (M,) compacted positions, restarting at 0 for each clip
+    flowing: Tensor  # (M,)
+    v_target: Tensor  # (M, C, H, W)
+    k: Tensor  # (M,)
+    active: Tensor  # (M,)
+    context: Tensor  # (M,)
+    passive: Tensor  # (M,)
+    tau: Tensor  # (B,)
+    num_frames: Tensor  # (B,) each clip's F
+    cu_seqlens: Tensor  # (B + 1,) int32 frame offsets of the clips
+    clip: Tensor  # (M,) which clip each frame belongs to
+
+    @property
+    def lengths(self) -> Tensor:
+        """(B,) visible frames per clip."""
+        return self.cu_seqlens.diff()
+
+
+class InsertionPath:
+    """Samples (visible frames, times, targets) from clean clips; no network involved."""
+
+    def __init__(
+        self,
+        kappa: str | Kappa = "linear",
+        n_start: int = 2,
+        kind: str = "insertion",
+        time: GlobalTime | None = None,
+        insertion_phase_weight: float = 0.0,
+    ):
+        kind = getattr(kind, "value", kind)
+        if kind not in KINDS:
+            raise ValueError(f"unknown path kind {kind!r}; expected one of {list(KINDS)}")
+        if n_start < 1:
+            raise ValueError(f"n_start must be >= 1 (frame 0 always starts), got {n_start}")
+        if not 0.0 <= insertion_phase_weight <= 1.0:
+            raise ValueError(f"insertion_phase_weight must be in [0, 1], got {insertion_phase_weight}")
+        self.kind = kind
+        self.kappa = get_kappa(kappa)
+        self.n_start = n_start
+        self.time = time or GlobalTime()
+        self.insertion_phase_weight = insertion_phase_weight
+
+    @classmethod
+    def from_config(cls, cfg) -> "InsertionPath":
+        """From a flowvid.config.PathConfig."""
+        time = GlobalTime(cfg.time.dist, cfg.time.loc, cfg.time.scale)
+        return cls(cfg.kappa, cfg.n_start, cfg.kind, time, cfg.time.insertion_phase_weight)
+
+    def __repr__(self) -> str:
+        return (f"InsertionPath(kind={self.kind!r}, kappa={self.kappa.name!r}, n_start={self.n_start}, "
+                f"time={self.time!r}, insertion_phase_weight={self.insertion_phase_weight})")
+
+    # -- the three random steps: delays, global time, noise ------------------------------
+
+    def delays(self, num_frames: int, context: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(F,) delays u_i: 0 for start and context frames, kappa^{-1}(U_i) for the others."""
+        device = context.device
+        free = ~context
+        if self.kind == "full_sequence":
+            return torch.zeros(num_frames, device=device)
+        if self.kind == "autoregressive":
+            return torch.where(free, free.cumsum(0) - 1, 0).float()
+        # Frame 0 always starts; n_start - 1 more start frames are drawn among the free ones.
+        start = torch.zeros(num_frames, dtype=torch.bool, device=device)
+        start[0] = True
+        candidates = (free & ~start).nonzero().squeeze(1)
+        order = torch.rand(len(candidates), generator=generator, device=device).argsort()
+        start[candidates[order[: self.n_start - 1]]] = True
+        u = self.kappa.inverse(torch.rand(num_frames, generator=generator, device=device))
+        return torch.where(start | context, 0.0, u)
+
+    def global_time(self, u: Tensor, context: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """tau_g on [lo, 1 + max u] over free frames, so that at least one free frame flows."""
+        free_u = u[~context]
+        if free_u.numel() == 0:
+            raise ValueError("a clip needs at least one non-context frame to train on; all frames are context")
+        r = self.time.unit(1, generator, u.device).clamp(max=_R_MAX)[0]
+        if self.kind == "autoregressive":
+            # j uniform over the frames to generate, then the time distribution within frame j.
+            j = torch.randint(free_u.numel(), (), generator=generator, device=u.device)
+            return j + r
+        lo, hi = free_u.min(), 1.0 + free_u.max()
+        if self.kind == "insertion":
+            coin = torch.rand((), generator=generator, device=u.device)
+            if coin < self.insertion_phase_weight and lo < 1.0:
+                hi = torch.ones_like(hi)  # the insertion phase only: [lo, 1]
+        return lo + (hi - lo) * r
+
+    def at(
+        self,
+        x1: Tensor,
+        u: Tensor,
+        tau: Tensor | float,
+        context: Tensor,
+        passive: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> PathSample:
+        """The path at global time tau for given delays; x_t = t x1 + (1 - t) x0 per frame."""
+        num_frames = x1.shape[0]
+        tau = torch.as_tensor(tau, dtype=torch.float32, device=x1.device)
+        tau_i = tau - u  # (F,)
+        visible = (tau_i >= 0) | context
+        index = visible.nonzero().squeeze(1)  # (m,) strictly increasing
+        ctx = context[index]
+        t = torch.where(ctx, 1.0, tau_i[index].clamp(0, 1)).to(x1.dtype)
+        flowing = (tau_i[index] < 1) & ~ctx
+        x1v = x1[index]
+        x0 = torch.randn(x1v.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        tb = t.view(-1, *([1] * (x1.dim() - 1)))  # (m, 1, 1, 1)
+        x_t = torch.where(flowing.view_as(tb), tb * x1v + (1 - tb) * x0, x1v)
+        following = torch.cat([index[1:], index.new_tensor([num_frames])])
+        pas = passive[index]
+        return PathSample(
+            x_t=x_t, t=t, index=index, position=torch.arange(len(index), device=x1.device),
+            flowing=flowing, v_target=x1v - x0, k=following - index - 1,
+            active=~pas if self.kind == "insertion" else torch.zeros_like(pas),
+            context=ctx, passive=pas, tau=tau, num_frames=num_frames,
+        )
+
+    # -- public sampling -----------------------------------------------------------------
+
+    def sample(
+        self,
+        x1: Tensor,
+        generator: torch.Generator | None = None,
+        context: FrameSpec = None,
+        passive: FrameSpec = None,
+        tau: float | Tensor | None = None,
+    ) -> PathSample:
+        """One clip x1: (F, C, H, W). `context`/`passive`: frame masks or indices; `tau` fixes tau_g."""
+        if x1.dim() != 4:
+            raise ValueError(f"frames must be (F, C, H, W), got {tuple(x1.shape)}")
+        ctx, pas = task_masks(x1.shape[0], context, passive, x1.device)
+        u = self.delays(x1.shape[0], ctx, generator)
+        if tau is None:
+            tau = self.global_time(u, ctx, generator)
+        elif float(tau) < 0:
+            raise ValueError(f"global time tau must be >= 0, got {float(tau)}")
+        return self.at(x1, u, tau, ctx, pas, generator)
+
+    def sample_batch(
+        self,
+        clips: Sequence[Tensor],
+        generator: torch.Generator | None = None,
+        context: Sequence[FrameSpec] | None = None,
+        passive: Sequence[FrameSpec] | None = None,
+        tau: Sequence[float] | Tensor | None = None,
+    ) -> PackedPathSample:
+        """Clips of different lengths (same C, H, W), sampled in turn and packed without padding."""
+        if len(clips) == 0:
+            raise ValueError("sample_batch needs at least one clip, got an empty list")
+        shapes = {tuple(c.shape[1:]) for c in clips}
+        if len(shapes) > 1:
+            raise ValueError(f"clips in one batch must share (C, H, W), got {sorted(shapes)}")
+        n = len(clips)
+        context = [None] * n if context is None else context
+        passive = [None] * n if passive is None else passive
+        taus = [None] * n if tau is None else list(tau)
+        if not len(context) == len(passive) == len(taus) == n:
+            raise ValueError(f"context, passive and tau need one entry per clip ({n})")
+        samples = [self.sample(c, generator, ctx, pas, tt) for c, ctx, pas, tt in zip(clips, context, passive, taus)]
+        return pack(samples)
+
+
+def pack(samples: Sequence[PathSample]) -> PackedPathSample:
+    """Concatenate per-clip samples along frames; cu_seqlens marks the clip boundaries."""
+    per_frame = [f.name for f in fields(PathSample) if f.name not in ("tau", "num_frames")]
+    cat = {name: torch.cat([getattr(s, name) for s in samples]) for name in per_frame}
+    lengths = torch.tensor([len(s.index) for s in samples])
+    device = samples[0].x_t.device
+    cu = torch.zeros(len(samples) + 1, dtype=torch.int32)
+    cu[1:] = lengths.cumsum(0)
+    return PackedPathSample(
+        **cat,
+        tau=torch.stack([s.tau for s in samples]),
+        num_frames=torch.tensor([s.num_frames for s in samples], device=device),
+        cu_seqlens=cu.to(device),
+        clip=torch.repeat_interleave(torch.arange(len(samples)), lengths).to(device),
+    )
+
+
+def task_masks(num_frames: int, context: FrameSpec, passive: FrameSpec, device=None) -> tuple[Tensor, Tensor]:
+    """(F,) bool masks for context and passive frames, checked against the method's rules."""
+    ctx = _frame_mask(context, num_frames, "context", device)
+    pas = _frame_mask(passive, num_frames, "passive", device)
+    if (pas & ~ctx).any():
+        raise ValueError(f"passive frames must be context frames; frames {_idx(pas & ~ctx)} are not")
+    # Frames appear only to the right of an active frame: nothing can follow a passive frame
+    # but another context frame (or the clip's end).
+    blocked = pas[:-1] & ~ctx[1:]
+    if blocked.any():
+        raise ValueError(f"a passive frame must be followed by a context frame or end the clip; "
+                         f"frames {_idx(blocked)} are followed by free frames")
+    return ctx, pas
+
+
+def _frame_mask(spec: FrameSpec, num_frames: int, name: str, device) -> Tensor:
+    if spec is None:
+        return torch.zeros(num_frames, dtype=torch.bool, device=device)
+    spec = torch.as_tensor(spec, device=device)
+    if spec.dtype == torch.bool:
+        if spec.shape != (num_frames,):
+            raise ValueError(f"{name} mask must have shape ({num_frames},), got {tuple(spec.shape)}")
+        return spec
+    if spec.dim() != 1 or spec.is_floating_point():
+        raise ValueError(f"{name} must be a bool mask or a list of frame indices, got {spec.dtype} {tuple(spec.shape)}")
+    if spec.numel() and (spec.min() < 0 or spec.max() >= num_frames):
+        raise ValueError(f"{name} frame indices must be in [0, {num_frames - 1}], got {spec.tolist()}")
+    mask = torch.zeros(num_frames, dtype=torch.bool, device=device)
+    mask[spec.long()] = True
+    return mask
+
+
+def _idx(mask: Tensor) -> list[int]:
+    return mask.nonzero().squeeze(1).tolist()

@@ -1,0 +1,218 @@
+import math
+
+import pytest
+import torch
+
+from flowvid.config import load_config
+from flowvid.flow import GlobalTime, InsertionPath, get_kappa
+from flowvid.flow.stats import closed_form_visible_stats, measured_visible_stats
+
+KAPPAS = ["linear", "cubic", "cosine"]
+# (context, passive) per task on a 10-frame clip
+TASKS = {
+    "unconditional": (None, None),
+    "image_to_video": ([0], None),
+    "interpolation": ([0, 4, 9], [9]),
+    "extension": ([0, 1, 2, 3], [0, 1, 2]),
+}
+
+
+def check_invariants(s, x1, context=None):
+    F = x1.shape[0]
+    m = len(s.index)
+    assert m + int(s.k.sum()) == F
+    assert s.index[0].item() == 0
+    assert (s.index.diff() > 0).all()
+    assert torch.equal(s.position, torch.arange(m))
+    assert ((s.t >= 0) & (s.t <= 1)).all()
+    tau_i_ge_1 = s.t == 1
+    assert not (s.flowing & tau_i_ge_1).any(), "terminal frames never flow"
+    assert (s.t[~s.flowing] == 1).all(), "visible frames that do not flow are clean"
+    assert torch.equal(s.x_t[~s.flowing], x1[s.index][~s.flowing]), "clean frames are exact"
+    x0 = x1[s.index] - s.v_target
+    tb = s.t.view(-1, 1, 1, 1)
+    torch.testing.assert_close(s.x_t[s.flowing], (tb * x1[s.index] + (1 - tb) * x0)[s.flowing])
+    if context is not None:
+        ctx = torch.zeros(F, dtype=torch.bool)
+        ctx[context] = True
+        assert ctx[s.index].sum() == ctx.sum(), "context frames are always visible"
+        assert torch.equal(s.context, ctx[s.index])
+        assert (s.t[s.context] == 1).all() and not s.flowing[s.context].any()
+
+
+@pytest.mark.parametrize("kappa", KAPPAS)
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_invariants_on_every_sample(kappa, task, gen):
+    context, passive = TASKS[task]
+    path = InsertionPath(kappa=kappa, n_start=2)
+    x1 = torch.randn(10, 2, 3, 3, generator=gen)
+    for _ in range(200):
+        s = path.sample(x1, generator=gen, context=context, passive=passive)
+        check_invariants(s, x1, context)
+        assert s.flowing.any(), "every drawn global time has a flowing frame"
+        assert torch.equal(s.active, ~s.passive)
+        if s.tau >= 1:
+            assert len(s.index) == 10 and (s.k == 0).all()
+
+
+@pytest.mark.parametrize("tau", [1.0, 1.3, 2.0])
+def test_everything_visible_after_time_one(tau, gen):
+    x1 = torch.randn(9, 1, 2, 2, generator=gen)
+    for _ in range(20):
+        s = InsertionPath().sample(x1, generator=gen, tau=tau)
+        assert torch.equal(s.index, torch.arange(9)) and (s.k == 0).all()
+
+
+def test_start_frames(gen):
+    x1 = torch.randn(12, 1, 1, 1)
+    for n_start in (1, 2, 5):
+        path = InsertionPath(n_start=n_start)
+        for _ in range(20):
+            s = path.sample(x1, generator=gen, tau=0.0)
+            assert len(s.index) == n_start and s.index[0] == 0
+            assert (s.t == 0).all() and s.flowing.all()
+
+
+@pytest.mark.parametrize("kappa", KAPPAS)
+@pytest.mark.parametrize("time", [0.2, 0.5, 0.8])
+def test_visible_probability_matches_kappa(kappa, time):
+    g = torch.Generator().manual_seed(7)
+    path = InsertionPath(kappa=kappa, n_start=1)  # frames 1..F-1 are all delayed
+    F, draws = 8, 3000
+    x1 = torch.zeros(F, 1, 1, 1)
+    hits = 0
+    for _ in range(draws):
+        hits += len(path.sample(x1, generator=g, tau=time).index) - 1
+    p_hat = hits / (draws * (F - 1))
+    p = get_kappa(kappa)(torch.tensor(time)).item()
+    sigma = math.sqrt(p * (1 - p) / (draws * (F - 1)))
+    assert abs(p_hat - p) < 5 * sigma, (p_hat, p)
+
+
+def test_global_time_covers_the_whole_path_uniformly(gen):
+    # tau_g ~ U[0, 1 + max u]: the ratio tau / (1 + max u) is uniform on [0, 1]
+    path = InsertionPath()
+    x1 = torch.zeros(16, 1, 1, 1)
+    ratios = []
+    for _ in range(4000):
+        ctx = torch.zeros(16, dtype=torch.bool)
+        u = path.delays(16, ctx, gen)
+        ratios.append((path.global_time(u, ctx, gen) / (1 + u.max())).item())
+    r = torch.tensor(ratios)
+    assert r.min() >= 0 and r.max() < 1
+    assert r.mean().item() == pytest.approx(0.5, abs=5 * math.sqrt(1 / 12 / 4000))
+    assert (r < 0.25).float().mean().item() == pytest.approx(0.25, abs=0.035)
+
+
+def test_insertion_phase_weight(gen):
+    x1 = torch.zeros(10, 1, 1, 1)
+    only_insertion = InsertionPath(insertion_phase_weight=1.0)
+    taus = torch.stack([only_insertion.sample(x1, generator=gen).tau for _ in range(500)])
+    assert (taus < 1).all()
+    mixed = InsertionPath(insertion_phase_weight=0.5)
+    taus = torch.stack([mixed.sample(x1, generator=gen).tau for _ in range(2000)])
+    # [0, 1 + M] puts about half its mass past 1; a 50/50 mixture about a quarter
+    assert (taus >= 1).float().mean().item() == pytest.approx(0.25 * 18 / 19, abs=0.04)
+
+
+def test_logit_normal_global_time_keeps_a_flowing_frame(gen):
+    path = InsertionPath(time=GlobalTime("logit_normal", loc=3.0, scale=3.0))
+    x1 = torch.randn(10, 1, 2, 2, generator=gen)
+    for _ in range(300):
+        s = path.sample(x1, generator=gen)
+        check_invariants(s, x1)
+        assert s.flowing.any()
+
+
+@pytest.mark.parametrize("kappa,weight", [("linear", 0.0), ("cubic", 0.0), ("linear", 1.0), ("cosine", 0.5)])
+def test_measured_visible_fraction_matches_closed_form(kappa, weight):
+    path = InsertionPath(kappa=kappa, insertion_phase_weight=weight)
+    got = measured_visible_stats(path, num_frames=16, draws=3000, seed=3)
+    want = closed_form_visible_stats(kappa, 2, 16, weight)
+    assert abs(got.mean - want.mean) < 5 * got.mean_err
+    assert abs(got.mean_sq - want.mean_sq) < 5 * got.mean_sq_err
+
+
+def test_same_seed_same_sample():
+    x1 = torch.randn(10, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    path = InsertionPath()
+    a = path.sample(x1, generator=torch.Generator().manual_seed(5), context=[0])
+    b = path.sample(x1, generator=torch.Generator().manual_seed(5), context=[0])
+    c = path.sample(x1, generator=torch.Generator().manual_seed(6), context=[0])
+    for name in ("x_t", "t", "index", "k", "v_target", "tau"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert not torch.equal(a.v_target[: len(c.index)].flatten()[:10], c.v_target.flatten()[:10])
+
+
+def test_full_sequence_baseline(gen):
+    path = InsertionPath(kind="full_sequence")
+    x1 = torch.randn(8, 1, 2, 2, generator=gen)
+    for _ in range(50):
+        s = path.sample(x1, generator=gen, context=[0])
+        check_invariants(s, x1, [0])
+        assert torch.equal(s.index, torch.arange(8)) and (s.k == 0).all() and not s.active.any()
+        assert s.t[1:].unique().numel() == 1 and 0 <= s.t[1].item() < 1 and s.flowing[1:].all()
+
+
+def test_autoregressive_baseline(gen):
+    path = InsertionPath(kind="autoregressive")
+    x1 = torch.randn(8, 1, 2, 2, generator=gen)
+    lengths = set()
+    for _ in range(200):
+        s = path.sample(x1, generator=gen)
+        check_invariants(s, x1)
+        m = len(s.index)
+        lengths.add(m)
+        assert torch.equal(s.index, torch.arange(m)), "a clean prefix"
+        assert s.flowing.nonzero().squeeze(1).tolist() == [m - 1], "only the newest frame flows"
+        assert not s.active.any()
+    assert lengths == set(range(1, 9))
+
+
+def test_batch_packs_clips_in_order():
+    clips = [torch.randn(n, 2, 3, 3) for n in (5, 12, 1, 8)]
+    path = InsertionPath()
+    packed = path.sample_batch(clips, generator=torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)
+    singles = [path.sample(c, generator=g) for c in clips]
+    assert packed.lengths.tolist() == [len(s.index) for s in singles]
+    assert packed.cu_seqlens.tolist()[0] == 0 and packed.cu_seqlens.dtype == torch.int32
+    assert packed.num_frames.tolist() == [5, 12, 1, 8]
+    for b, s in enumerate(singles):
+        lo, hi = packed.cu_seqlens[b].item(), packed.cu_seqlens[b + 1].item()
+        assert (packed.clip[lo:hi] == b).all()
+        for name in ("x_t", "t", "index", "position", "k", "flowing", "active"):
+            assert torch.equal(getattr(packed, name)[lo:hi], getattr(s, name))
+
+
+def test_from_config_uses_every_field():
+    cfg = load_config("configs/base.yaml", ["path.kappa=cosine", "path.n_start=3", "path.time.dist=logit_normal",
+                                            "path.time.scale=0.5", "path.time.insertion_phase_weight=0.25",
+                                            "path.kind=autoregressive"]).path
+    p = InsertionPath.from_config(cfg)
+    assert (p.kind, p.kappa.name, p.n_start, p.insertion_phase_weight) == ("autoregressive", "cosine", 3, 0.25)
+    assert (p.time.dist, p.time.scale) == ("logit_normal", 0.5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(context=[0], passive=[3]), "passive frames must be context"),
+    (dict(context=[0, 3], passive=[3]), "followed by a context frame"),
+    (dict(context=list(range(6))), "at least one non-context frame"),
+    (dict(context=[7]), r"indices must be in \[0, 5\]"),
+    (dict(context=torch.ones(4, dtype=torch.bool)), r"shape \(6,\)"),
+    (dict(tau=-0.5), "must be >= 0"),
+])
+def test_bad_task_inputs(kwargs, match, gen):
+    with pytest.raises(ValueError, match=match):
+        InsertionPath().sample(torch.zeros(6, 1, 2, 2), generator=gen, **kwargs)
+
+
+def test_bad_shapes_and_settings(gen):
+    with pytest.raises(ValueError, match=r"\(F, C, H, W\)"):
+        InsertionPath().sample(torch.zeros(6, 2, 2), generator=gen)
+    with pytest.raises(ValueError, match="share"):
+        InsertionPath().sample_batch([torch.zeros(3, 1, 2, 2), torch.zeros(3, 1, 4, 4)], generator=gen)
+    with pytest.raises(ValueError, match="n_start"):
+        InsertionPath(n_start=0)
+    with pytest.raises(ValueError, match="insertion"):
+        InsertionPath(kind="diffusion")

@@ -1,0 +1,31 @@
+import subprocess
+import sys
+
+from flowvid.cli import main
+
+
+def test_cli_imports_no_torch():
+    code = "import sys, flowvid.cli; flowvid.cli.build_parser(); assert 'torch' not in sys.modules; assert 'lightning' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_answers():
+    out = subprocess.run([sys.executable, "-m", "flowvid.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "path-stats" in out.stdout
+
+
+def test_config_prints_resolved(capsys):
+    assert main(["config", "-c", "configs/tiny.yaml", "model.depth=3"]) == 0
+    assert "depth: 3" in capsys.readouterr().out
+
+
+def test_bad_override_exits_2_with_one_line(capsys):
+    assert main(["config", "-c", "configs/tiny.yaml", "path.n_start=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "path.n_start" in err
+
+
+def test_path_stats_reports_measured_and_closed_form(capsys):
+    assert main(["path-stats", "-c", "configs/demo.yaml", "--frames", "8", "--draws", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "measured" in out and "closed form" in out and "F -> inf" in out
