@@ -83,7 +83,6 @@ class PathConfig:
 @dataclass
 class LossConfig:
     insertion_weight: float = 1.0  # w_ins
-    rate_link: RateLink = RateLink.softplus  # lambda = softplus(head) or exp(head)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.insertion_weight < 0:
@@ -94,6 +93,7 @@ class LossConfig:
 class AttentionConfig:
     backend: AttentionBackend = AttentionBackend.sdpa
     window: int = 0  # local temporal window in compacted frames; 0 = full attention
+    causal: bool = False  # frames see only earlier frames (the autoregressive baseline)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.window < 0:
@@ -113,6 +113,9 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     num_classes: int = 0  # 0 = unconditional; otherwise a null label is added for guidance
+    rate_link: RateLink = RateLink.softplus  # lambda = softplus(head) or exp(head)
+    qk_norm: bool = True
+    rope_theta: float = 10000.0
     grad_checkpointing: bool = False
     attention: AttentionConfig = field(default_factory=AttentionConfig)
 
@@ -125,6 +128,8 @@ class ModelConfig:
         for name in ("height", "width"):
             if self.patch_size >= 1 and getattr(self, name) % self.patch_size:
                 yield name, f"must be a multiple of patch_size={self.patch_size}, got {getattr(self, name)}"
+        if self.rope_theta <= 1:
+            yield "rope_theta", f"must be > 1, got {self.rope_theta}"
         if self.num_classes < 0:
             yield "num_classes", f"must be >= 0, got {self.num_classes}"
 

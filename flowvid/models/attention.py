@@ -1,0 +1,276 @@
+"""Attention over packed clips: block-diagonal across clips, optionally local or causal in time.
+
+Tokens of all clips are concatenated, frame-major: T = sum over clips of frames * tokens_per_frame.
+A query token may attend to a key token when both belong to the same clip and their frames'
+compacted positions differ by d = pos_q - pos_k with |d| <= window (window 0 = unlimited) and,
+for the causal (autoregressive) variant, d >= 0. Tokens of one frame always see each other.
+
+Backends share that rule and this interface: `fn(q, k, v, layout) -> out`, all (T, heads, head_dim).
+- reference: a plain softmax(q k^T / sqrt(d)) v per clip, the ground truth for the tests;
+- sdpa: torch's scaled_dot_product_attention, one call per group of equal-length clips (on CPU
+  one call per clip is about 10x faster than one call with a dense block-diagonal mask), and,
+  with a window, local chunks so that cost grows linearly with length;
+- xformers: memory_efficient_attention with a BlockDiagonalMask (CUDA); windowed or causal
+  layouts use the sdpa local path, xformers having no mask of that shape;
+- flex: FlexAttention with a block mask built from the same rule (GPU; forward-only on CPU).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BACKENDS = ("sdpa", "reference", "xformers", "flex")
+
+
+@dataclass
+class PackedLayout:
+    """Where each clip's tokens lie in the packed sequence, and which pairs may attend."""
+
+    cu_frames: list[int]  # (B + 1) frame offsets of the clips
+    tokens_per_frame: int
+    position: Tensor  # (M,) compacted frame positions, consecutive within each clip
+    window: int = 0  # 0 = unlimited
+    causal: bool = False
+    valid: Tensor | None = None  # (M,) bool; False marks padding frames, never attended to
+    cache: dict = field(default_factory=dict)  # per-backend prepared masks, built once per forward
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.cu_frames) - 1
+
+    def frames(self, b: int) -> tuple[int, int]:
+        return self.cu_frames[b], self.cu_frames[b + 1]
+
+    def tokens(self, b: int) -> tuple[int, int]:
+        lo, hi = self.frames(b)
+        return lo * self.tokens_per_frame, hi * self.tokens_per_frame
+
+    @property
+    def limited(self) -> bool:
+        """True when some pairs inside a clip may be masked (window, causal or padding)."""
+        return self.window > 0 or self.causal or self.valid is not None
+
+    def clip_valid(self, b: int) -> Tensor | None:
+        lo, hi = self.frames(b)
+        return None if self.valid is None else self.valid[lo:hi]
+
+    def needs_mask(self, b: int) -> bool:
+        lo, hi = self.frames(b)
+        valid = self.clip_valid(b)
+        return self.causal or 0 < self.window < hi - lo - 1 or (valid is not None and not bool(valid.all()))
+
+    def frame_mask(self, pos_q: Tensor, pos_k: Tensor, valid_k: Tensor | None = None) -> Tensor:
+        """(Fq, Fk) bool: may a query frame attend to a key frame (same clip assumed)."""
+        d = pos_q[:, None] - pos_k[None, :]
+        ok = torch.ones_like(d, dtype=torch.bool) if valid_k is None else valid_k[None, :].expand_as(d).clone()
+        if self.window > 0:
+            ok &= d.abs() <= self.window
+        if self.causal:
+            ok &= d >= 0
+        return ok
+
+    def token_mask(self, frame_mask: Tensor) -> Tensor:
+        """Expand a frame mask to tokens: (Fq * n, Fk * n)."""
+        n = self.tokens_per_frame
+        return frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1)
+
+
+# -- reference ------------------------------------------------------------------------------
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v, one clip at a time, in plain tensor algebra."""
+    out = torch.empty_like(q)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    for b in range(layout.num_clips):
+        lo, hi = layout.tokens(b)
+        f_lo, f_hi = layout.frames(b)
+        pos = layout.position[f_lo:f_hi]
+        scores = torch.einsum("qhd,khd->hqk", q[lo:hi], k[lo:hi]) * scale  # (H, L, L)
+        allowed = layout.token_mask(layout.frame_mask(pos, pos, layout.clip_valid(b)))
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        out[lo:hi] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v[lo:hi])
+    return out
+
+
+# -- sdpa -----------------------------------------------------------------------------------
+
+def _heads_first(x: Tensor) -> Tensor:
+    return x.transpose(0, 1).unsqueeze(0)  # (L, H, Dh) -> (1, H, L, Dh)
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """(L, H, Dh) in and out; mask (Lq, Lk) bool or None."""
+    o = F.scaled_dot_product_attention(_heads_first(q), _heads_first(k), _heads_first(v), attn_mask=mask)
+    return o[0].transpose(0, 1)  # (Lq, H, Dh)
+
+
+def _equal_length_groups(layout: PackedLayout) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for b in range(layout.num_clips):
+        lo, hi = layout.frames(b)
+        groups.setdefault(hi - lo, []).append(b)
+    return groups
+
+
+def _full_groups(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, out: Tensor, clips: list[int]) -> None:
+    """Unmasked attention for clips of one length: one batched SDPA call."""
+    spans = [layout.tokens(b) for b in clips]
+    if len(spans) == 1:
+        lo, hi = spans[0]
+        out[lo:hi] = _sdpa(q[lo:hi], k[lo:hi], v[lo:hi])
+        return
+    qs, ks, vs = (torch.stack([x[lo:hi] for lo, hi in spans]).transpose(1, 2) for x in (q, k, v))  # (G, H, L, Dh)
+    o = F.scaled_dot_product_attention(qs, ks, vs).transpose(1, 2)  # (G, L, H, Dh)
+    for (lo, hi), ob in zip(spans, o):
+        out[lo:hi] = ob
+
+
+def _local_clip(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, valid: Tensor | None, layout: PackedLayout) -> Tensor:
+    """Windowed/causal attention for one clip by query blocks of `window` frames.
+
+    Each block of query frames reads only the key frames its window can reach, so the cost is
+    about n * 3W frames^2 instead of n^2. q, k, v: (n * tokens_per_frame, H, Dh).
+    """
+    n_frames = len(pos)
+    w = layout.window if layout.window > 0 else n_frames
+    right = 0 if layout.causal else w
+    if n_frames <= 2 * w + 1:  # one block covers the clip
+        mask = layout.token_mask(layout.frame_mask(pos, pos, valid))
+        return _sdpa(q, k, v, mask)
+    tpf = layout.tokens_per_frame
+    out = torch.empty_like(q)
+    for a in range(0, n_frames, w):
+        b = min(a + w, n_frames)
+        ka, kb = max(0, a - w), min(n_frames, b + right)
+        mask = layout.token_mask(layout.frame_mask(pos[a:b], pos[ka:kb], None if valid is None else valid[ka:kb]))
+        out[a * tpf:b * tpf] = _sdpa(q[a * tpf:b * tpf], k[ka * tpf:kb * tpf], v[ka * tpf:kb * tpf], mask)
+    return out
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
+    out = torch.empty_like(q)
+    for clips in _equal_length_groups(layout).values():
+        masked = [b for b in clips if layout.needs_mask(b)]
+        if len(masked) < len(clips):
+            _full_groups(q, k, v, layout, out, [b for b in clips if b not in masked])
+        if masked and layout.valid is not None and not layout.causal and layout.window == 0:
+            _padded_groups(q, k, v, layout, out, masked)
+            continue
+        for b in masked:
+            lo, hi = layout.tokens(b)
+            f_lo, f_hi = layout.frames(b)
+            out[lo:hi] = _local_clip(q[lo:hi], k[lo:hi], v[lo:hi], layout.position[f_lo:f_hi],
+                                     layout.clip_valid(b), layout)
+    return out
+
+
+def _padded_groups(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, out: Tensor, clips: list[int]) -> None:
+    """Padded clips of one length: one batched SDPA call with a key-padding mask."""
+    spans = [layout.tokens(b) for b in clips]
+    keep = torch.stack([layout.clip_valid(b).repeat_interleave(layout.tokens_per_frame) for b in clips])  # (G, L)
+    qs, ks, vs = (torch.stack([x[lo:hi] for lo, hi in spans]).transpose(1, 2) for x in (q, k, v))  # (G, H, L, Dh)
+    o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=keep[:, None, None, :]).transpose(1, 2)
+    for (lo, hi), ob in zip(spans, o):
+        out[lo:hi] = ob
+
+
+# -- xformers -------------------------------------------------------------------------------
+
+def xformers_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
+    if layout.limited:
+        return sdpa_attention(q, k, v, layout)
+    import xformers.ops as xops
+    from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+
+    bias = layout.cache.get("xformers")
+    if bias is None:
+        lengths = [hi - lo for lo, hi in (layout.tokens(b) for b in range(layout.num_clips))]
+        bias = layout.cache["xformers"] = BlockDiagonalMask.from_seqlens(lengths)
+    return xops.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias)[0]  # (T, H, Dh)
+
+
+# -- flex -----------------------------------------------------------------------------------
+
+_compiled_flex: Callable | None = None
+
+
+def _flex_fn(device: torch.device) -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention  # eager: forward only on CPU, for tests
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=True)
+    return _compiled_flex
+
+
+def flex_block_mask(layout: PackedLayout, device: torch.device):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    tpf = layout.tokens_per_frame
+    counts = torch.tensor([hi - lo for lo, hi in (layout.frames(b) for b in range(layout.num_clips))], device=device)
+    clip_of = torch.repeat_interleave(torch.arange(layout.num_clips, device=device), counts * tpf)  # (T,)
+    pos_of = torch.repeat_interleave(layout.position.to(device), tpf)  # (T,)
+    valid_of = None if layout.valid is None else torch.repeat_interleave(layout.valid.to(device), tpf)
+    window, causal = layout.window, layout.causal
+
+    def mask_mod(b, h, qi, ki):
+        d = pos_of[qi] - pos_of[ki]
+        ok = clip_of[qi] == clip_of[ki]
+        if window > 0:
+            ok = ok & (d.abs() <= window)
+        if causal:
+            ok = ok & (d >= 0)
+        if valid_of is not None:
+            ok = ok & valid_of[ki]
+        return ok
+
+    T = len(clip_of)
+    return create_block_mask(mask_mod, None, None, T, T, device=device)
+
+
+def flex_attention_packed(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
+    mask = layout.cache.get("flex")
+    if mask is None:
+        mask = layout.cache["flex"] = flex_block_mask(layout, q.device)
+    o = _flex_fn(q.device)(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=mask)  # (1, H, T, Dh)
+    return o[0].transpose(0, 1)
+
+
+ATTENTION: dict[str, Callable[[Tensor, Tensor, Tensor, PackedLayout], Tensor]] = {
+    "reference": reference_attention,
+    "sdpa": sdpa_attention,
+    "xformers": xformers_attention,
+    "flex": flex_attention_packed,
+}
+
+
+def check_backend(name: str) -> None:
+    """Raise a clear error if `name` cannot run here (called when a model is built)."""
+    name = getattr(name, "value", name)
+    if name not in ATTENTION:
+        raise ValueError(f"unknown attention backend {name!r}; expected one of {list(BACKENDS)}")
+    if name == "xformers":
+        try:
+            import xformers.ops  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError("attention backend 'xformers' needs the xformers package: "
+                               "pip install 'flowvid[xformers]' (CUDA only); use 'sdpa' otherwise") from e
+    if name == "flex":
+        try:
+            from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError(f"attention backend 'flex' needs torch>=2.5 with FlexAttention, "
+                               f"this is torch {torch.__version__}; use 'sdpa'") from e
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, backend: str) -> Tensor:
+    if backend == "xformers" and q.device.type != "cuda":
+        raise RuntimeError("attention backend 'xformers' runs on CUDA only; use 'sdpa' on CPU")
+    return ATTENTION[backend](q, k, v, layout)

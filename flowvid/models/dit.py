@@ -1,0 +1,199 @@
+"""The spatiotemporal transformer: packed frames, per-frame time -> velocity and insertion rate.
+
+A DiT (Peebles & Xie 2023) over all tokens of a clip:
+- each frame is cut into p x p patches (tokens) plus one learned frame token;
+- each frame's conditioning (its own time t_i, its context/passive flag, the clip's class label)
+  drives adaLN-Zero modulation of that frame's tokens: frames at different times share a sequence;
+- 3D rotary positions (compacted frame index, row, column): any length, no learned table;
+- attention is block-diagonal over the packed clips, optionally local or causal in time;
+- the velocity comes from the patch tokens through a zero-initialised layer, so the network
+  starts as the zero field; the insertion rate from the frame token through a small MLP.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from flowvid.flow.losses import rate_and_log_rate
+from flowvid.models.attention import PackedLayout, attend, check_backend
+from flowvid.models.rope import Rope3D
+
+
+@dataclass
+class ModelOutput:
+    velocity: Tensor  # (M, C, H, W)
+    rate_head: Tensor  # (M,) raw insertion head (what the Poisson loss takes)
+    rate: Tensor  # (M,) lambda = link(rate_head) >= 0
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """x (M, N, D) * (1 + scale) + shift, per frame."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+def timestep_features(t: Tensor, dim: int = 256, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal features of 1000 t (DiT's frequency range), (M,) -> (M, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    ang = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+class Block(nn.Module):
+    """Pre-norm attention + MLP, both modulated and gated per frame (adaLN-Zero)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        d, self.heads = cfg.dim, cfg.heads
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(d, 3 * d)
+        # QK-norm keeps attention logits bounded in bf16 at large widths (ViT-22B, SD3).
+        self.q_norm = nn.RMSNorm(d // cfg.heads, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(d // cfg.heads, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        hidden = int(d * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
+        self.ada = nn.Linear(d, 6 * d)
+        self.backend = getattr(cfg.attention.backend, "value", cfg.attention.backend)
+
+    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, layout: PackedLayout) -> Tensor:
+        m, n, d = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # each (M, D)
+        h = modulate(self.norm1(x), shift1, scale1)
+        q, k, v = self.qkv(h).view(m * n, 3, self.heads, d // self.heads).unbind(1)  # (T, H, Dh) each
+        q, k = Rope3D.apply(self.q_norm(q), cos, sin), Rope3D.apply(self.k_norm(k), cos, sin)
+        a = attend(q, k, v, layout, self.backend).reshape(m, n, d)  # (M, N+1, D)
+        x = x + gate1[:, None] * self.proj(a)
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class SpatioTemporalDiT(nn.Module):
+    """(frames, per-frame t, positions, clip boundaries, flags, label) -> (velocity, rate)."""
+
+    NUM_FLAGS = 3  # free frame, active context frame, passive context frame
+
+    def __init__(self, cfg):
+        super().__init__()
+        check_backend(cfg.attention.backend)
+        self.cfg = cfg
+        d, p, c = cfg.dim, cfg.patch_size, cfg.in_channels
+        self.grid = (cfg.height // p, cfg.width // p)
+        self.tokens_per_frame = self.grid[0] * self.grid[1] + 1  # patches + the frame token
+        self.patch = nn.Linear(p * p * c, d)
+        self.frame_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.time_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.flag_embed = nn.Embedding(self.NUM_FLAGS, d)
+        # one extra row: the null label for classifier-free guidance
+        self.label_embed = nn.Embedding(cfg.num_classes + 1, d) if cfg.num_classes else None
+        self.rope = Rope3D(d // cfg.heads, cfg.rope_theta)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Linear(d, 2 * d)
+        self.final = nn.Linear(d, p * p * c)
+        self.rate_norm = nn.LayerNorm(d, eps=1e-6)
+        self.rate_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, 1))
+        self.register_buffer("spatial", self._spatial_coords(), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for mod in self.modules():
+            if isinstance(mod, nn.Linear):
+                nn.init.xavier_uniform_(mod.weight)
+                nn.init.zeros_(mod.bias)
+        for emb in (self.flag_embed, self.label_embed):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.02)
+        nn.init.normal_(self.frame_token, std=0.02)
+        nn.init.normal_(self.time_mlp[0].weight, std=0.02)
+        nn.init.normal_(self.time_mlp[2].weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity and the velocity as exactly zero.
+        for layer in [blk.ada for blk in self.blocks] + [self.final_ada, self.final]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        # the insertion head starts at lambda = 1 for every frame
+        link = getattr(self.cfg.rate_link, "value", self.cfg.rate_link)
+        nn.init.zeros_(self.rate_mlp[2].weight)
+        nn.init.constant_(self.rate_mlp[2].bias, math.log(math.e - 1) if link == "softplus" else 0.0)
+
+    def _spatial_coords(self) -> Tensor:
+        """(N+1, 2) (row, col) per token: the frame token at the grid centre, then the patches."""
+        gh, gw = self.grid
+        rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+        centre = torch.tensor([[(gh - 1) / 2, (gw - 1) / 2]])
+        return torch.cat([centre, torch.stack([rows.flatten(), cols.flatten()], 1).float()])
+
+    def conditioning(self, t: Tensor, context: Tensor, passive: Tensor, label: Tensor | None,
+                     frame_clip: Tensor) -> Tensor:
+        """(M, D) per-frame conditioning, already through SiLU (shared by every adaLN layer)."""
+        c = self.time_mlp(timestep_features(t).to(self.frame_token.dtype))
+        c = c + self.flag_embed(context.long() + passive.long())
+        if self.label_embed is not None:
+            null = torch.full((int(frame_clip.max()) + 1,), self.cfg.num_classes, device=t.device)
+            label = null if label is None else torch.where(label < 0, self.cfg.num_classes, label)
+            c = c + self.label_embed(label[frame_clip])
+        return F.silu(c)
+
+    def forward(self, x: Tensor, t: Tensor, position: Tensor, cu_seqlens: Tensor,
+                context: Tensor | None = None, passive: Tensor | None = None,
+                label: Tensor | None = None, valid: Tensor | None = None) -> ModelOutput:
+        """x (M, C, H, W) packed frames; t, position, context, passive, valid (M,); cu_seqlens (B+1,);
+        label (B,) class per clip, -1 = null label."""
+        cu = self._check_inputs(x, t, position, cu_seqlens, label)
+        m = x.shape[0]
+        context = torch.zeros(m, dtype=torch.bool, device=x.device) if context is None else context
+        passive = torch.zeros_like(context) if passive is None else passive
+        frame_clip = torch.repeat_interleave(torch.arange(len(cu) - 1, device=x.device), cu_seqlens.diff().long())
+
+        p = self.cfg.patch_size
+        patches = rearrange(x, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p)  # (M, N, p*p*C)
+        h = torch.cat([self.frame_token.expand(m, 1, -1), self.patch(patches)], dim=1)  # (M, N+1, D)
+        c = self.conditioning(t, context, passive, label, frame_clip)
+        n1 = self.tokens_per_frame
+        coords = torch.cat([position.repeat_interleave(n1)[:, None].float(), self.spatial.repeat(m, 1)], 1)  # (T, 3)
+        cos, sin = self.rope.angles(coords)
+        att = self.cfg.attention
+        layout = PackedLayout(cu, n1, position, att.window, att.causal, valid)
+        for blk in self.blocks:
+            if self.cfg.grad_checkpointing and self.training:
+                h = checkpoint(blk, h, c, cos, sin, layout, use_reentrant=False)
+            else:
+                h = blk(h, c, cos, sin, layout)
+
+        shift, scale = self.final_ada(c).chunk(2, dim=-1)
+        out = self.final(modulate(self.final_norm(h[:, 1:]), shift, scale))  # (M, N, p*p*C)
+        velocity = rearrange(out, "m (h w) (p q c) -> m c (h p) (w q)", h=self.grid[0], p=p, q=p)
+        rate_head = self.rate_mlp(self.rate_norm(h[:, 0])).squeeze(-1)  # (M,)
+        rate, _ = rate_and_log_rate(rate_head, self.cfg.rate_link)
+        return ModelOutput(velocity=velocity, rate_head=rate_head, rate=rate)
+
+    def forward_sample(self, sample, label: Tensor | None = None) -> ModelOutput:
+        """Forward on a flowvid.flow.PackedPathSample."""
+        return self(sample.x_t, sample.t, sample.position, sample.cu_seqlens, sample.context,
+                    sample.passive, label)
+
+    def _check_inputs(self, x: Tensor, t: Tensor, position: Tensor, cu_seqlens: Tensor,
+                      label: Tensor | None) -> list[int]:
+        cfg = self.cfg
+        want = (cfg.in_channels, cfg.height, cfg.width)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"frames must be (M, {want[0]}, {want[1]}, {want[2]}) for this model, got {tuple(x.shape)}")
+        m = x.shape[0]
+        if t.shape != (m,) or position.shape != (m,):
+            raise ValueError(f"t and position must be ({m},), got {tuple(t.shape)} and {tuple(position.shape)}")
+        cu = [int(v) for v in cu_seqlens.tolist()]
+        if len(cu) < 2 or cu[0] != 0 or cu[-1] != m or any(b <= a for a, b in zip(cu, cu[1:])):
+            raise ValueError(f"cu_seqlens must rise strictly from 0 to {m} (frames per clip >= 1), got {cu}")
+        if label is not None:
+            if self.label_embed is None:
+                raise ValueError("this model is unconditional (model.num_classes=0) but a label was given")
+            if label.shape != (len(cu) - 1,) or int(label.max()) >= cfg.num_classes:
+                raise ValueError(f"label must be ({len(cu) - 1},) with values in [-1, {cfg.num_classes - 1}], "
+                                 f"got {tuple(label.shape)} max {int(label.max())}")
+        return cu

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from flowvid.models.attention import PackedLayout, attend, check_backend
+
+CPU_BACKENDS = ["sdpa", "flex"]  # flex runs forward-only (eager) on CPU
+
+
+def random_qkv(lengths, tpf, heads=2, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T = sum(lengths) * tpf
+    return [torch.randn(T, heads, dim, generator=g, dtype=torch.float64) for _ in range(3)]
+
+
+def layout(lengths, tpf, window=0, causal=False, valid=None):
+    cu = [0]
+    for n in lengths:
+        cu.append(cu[-1] + n)
+    pos = torch.cat([torch.arange(n) for n in lengths])
+    return PackedLayout(cu, tpf, pos, window, causal, valid)
+
+
+CASES = [
+    dict(lengths=[5, 3, 5, 1], window=0, causal=False),
+    dict(lengths=[12, 4, 7], window=2, causal=False),
+    dict(lengths=[11, 3], window=1, causal=True),
+    dict(lengths=[9, 9], window=0, causal=True),
+    dict(lengths=[20], window=3, causal=False),
+]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_backend_equals_reference(backend, case):
+    tpf = 3
+    q, k, v = random_qkv(case["lengths"], tpf)
+    lay = layout(case["lengths"], tpf, case["window"], case["causal"])
+    ref = attend(q, k, v, lay, "reference")
+    dtype = torch.float64 if backend == "sdpa" else torch.float32
+    out = attend(q.to(dtype), k.to(dtype), v.to(dtype), layout(case["lengths"], tpf, case["window"], case["causal"]),
+                 backend)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_is_softmax_attention_per_clip():
+    q, k, v = random_qkv([4, 2], tpf=2)
+    out = attend(q, k, v, layout([4, 2], 2), "reference")
+    # clip 1 alone, written out by hand
+    qs, ks, vs = q[8:], k[8:], v[8:]
+    w = (torch.einsum("qhd,khd->hqk", qs, ks) / 8 ** 0.5).softmax(-1)
+    torch.testing.assert_close(out[8:], torch.einsum("hqk,khd->qhd", w, vs))
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+def test_window_at_least_clip_length_is_full_attention(backend):
+    q, k, v = random_qkv([6, 4], tpf=2)
+    full = attend(q, k, v, layout([6, 4], 2), backend)
+    for w in (5, 6, 50):
+        torch.testing.assert_close(attend(q, k, v, layout([6, 4], 2, window=w), backend), full)
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@pytest.mark.parametrize("window,causal", [(2, False), (3, True), (0, True)])
+def test_frames_outside_the_window_have_no_influence(backend, window, causal):
+    n, tpf = 16, 2
+    q, k, v = random_qkv([n], tpf)
+    k.requires_grad_(True)
+    v.requires_grad_(True)
+    out = attend(q, k, v, layout([n], tpf, window, causal), backend)
+    for i in (0, 7, 15):
+        k.grad = v.grad = None
+        out[i * tpf:(i + 1) * tpf].sum().backward(retain_graph=True)
+        frame_grad = (k.grad.abs() + v.grad.abs()).view(n, tpf, -1).sum((1, 2))
+        d = i - torch.arange(n)
+        allowed = (d.abs() <= window if window else torch.ones(n, dtype=torch.bool)) & ((d >= 0) if causal else True)
+        assert (frame_grad[~allowed] == 0).all()
+        assert (frame_grad[allowed] > 0).all()
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "flex"])
+def test_padding_frames_are_never_attended(backend):
+    q, k, v = random_qkv([7, 7], tpf=2)
+    valid = torch.tensor([True] * 5 + [False] * 2 + [True] * 3 + [False] * 4)
+    out = attend(q.float(), k.float(), v.float(), layout([7, 7], 2, valid=valid), backend)
+    # the same clips without their padding
+    keep = valid.repeat_interleave(2)
+    packed = attend(q[keep].float(), k[keep].float(), v[keep].float(), layout([5, 3], 2), "reference")
+    torch.testing.assert_close(out[keep], packed, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_or_unavailable_backends():
+    with pytest.raises(ValueError, match="expected one of"):
+        check_backend("flash9")
+    q, k, v = random_qkv([2], 1)
+    try:
+        import xformers.ops  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="flowvid\\[xformers\\]"):
+            check_backend("xformers")
+    with pytest.raises(RuntimeError, match="CUDA only"):
+        attend(q, k, v, layout([2], 1), "xformers")

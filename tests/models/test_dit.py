@@ -1,0 +1,189 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from flowvid.config import load_config
+from flowvid.flow import InsertionPath
+from flowvid.models import SpatioTemporalDiT, count_parameters, forward_flops
+
+from model_helpers import packed_inputs, randomized, tiny_cfg
+
+LENGTHS = [5, 2, 7, 1]
+
+
+def run(model, x, t, pos, cu, **kw):
+    with torch.no_grad():
+        return model(x, t, pos, cu, **kw)
+
+
+def test_shapes_zero_velocity_and_unit_rate_at_init(cfg):
+    model = SpatioTemporalDiT(cfg)
+    x, t, pos, cu = packed_inputs(LENGTHS, cfg)
+    out = run(model, x, t, pos, cu)
+    assert out.velocity.shape == x.shape and out.rate.shape == (15,) and out.rate_head.shape == (15,)
+    assert torch.equal(out.velocity, torch.zeros_like(x))
+    torch.testing.assert_close(out.rate, torch.ones(15))
+
+
+def test_tiny_preset_is_small():
+    assert count_parameters(load_config("configs/tiny.yaml").model) < 1_000_000
+
+
+@pytest.mark.parametrize("window", [0, 2])
+def test_packed_equals_one_clip_at_a_time(cfg, window):
+    cfg = tiny_cfg(f"model.attention.window={window}")
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs(LENGTHS, cfg)
+    ctx = torch.zeros(15, dtype=torch.bool)
+    ctx[[0, 7]] = True
+    packed = run(model, x, t, pos, cu, context=ctx)
+    assert packed.velocity.abs().max() > 1e-3
+    for b in range(len(LENGTHS)):
+        lo, hi = cu[b].item(), cu[b + 1].item()
+        alone = run(model, x[lo:hi], t[lo:hi], pos[lo:hi], torch.tensor([0, hi - lo]), context=ctx[lo:hi])
+        torch.testing.assert_close(packed.velocity[lo:hi], alone.velocity, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(packed.rate[lo:hi], alone.rate, atol=1e-5, rtol=1e-4)
+
+
+def test_permuting_clips_permutes_outputs_and_clips_are_independent(cfg):
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs(LENGTHS, cfg)
+    base = run(model, x, t, pos, cu)
+    spans = [(cu[b].item(), cu[b + 1].item()) for b in range(4)]
+    order = [2, 0, 3, 1]
+    idx = torch.cat([torch.arange(*spans[b]) for b in order])
+    cu2 = torch.tensor([0, *torch.tensor([LENGTHS[b] for b in order]).cumsum(0).tolist()])
+    perm = run(model, x[idx], t[idx], pos[idx], cu2)
+    torch.testing.assert_close(perm.velocity, base.velocity[idx], atol=1e-5, rtol=1e-4)
+    # change clip 2 entirely: every other clip's output stays bit-for-bit within tolerance
+    x2, t2 = x.clone(), t.clone()
+    lo, hi = spans[2]
+    x2[lo:hi] = torch.randn_like(x2[lo:hi])
+    t2[lo:hi] = 0.5
+    changed = run(model, x2, t2, pos, cu)
+    others = torch.ones(15, dtype=torch.bool)
+    others[lo:hi] = False
+    torch.testing.assert_close(changed.velocity[others], base.velocity[others], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(changed.velocity[~others], base.velocity[~others])
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@pytest.mark.parametrize("window,causal", [(0, False), (2, False), (1, True)])
+def test_model_backends_equal_reference(backend, window, causal):
+    over = [f"model.attention.window={window}", f"model.attention.causal={causal}"]
+    ref = randomized(tiny_cfg("model.attention.backend=reference", *over))
+    other = randomized(tiny_cfg(f"model.attention.backend={backend}", *over))
+    other.load_state_dict(ref.state_dict())
+    x, t, pos, cu = packed_inputs([9, 4, 6], ref.cfg)
+    a, b = run(ref, x, t, pos, cu), run(other, x, t, pos, cu)
+    torch.testing.assert_close(b.velocity, a.velocity, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(b.rate, a.rate, atol=1e-5, rtol=1e-4)
+
+
+def test_receptive_field_of_windowed_model():
+    # each layer reaches `window` frames further: depth 2, window 1 -> frames within 2
+    cfg = tiny_cfg("model.attention.window=1", "model.depth=2")
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs([10], cfg)
+    x.requires_grad_(True)
+    model(x, t, pos, cu).velocity[0].sum().backward()
+    per_frame = x.grad.abs().flatten(1).sum(1)
+    assert (per_frame[:3] > 0).all() and (per_frame[3:] == 0).all()
+
+
+def test_causal_model_ignores_later_frames():
+    cfg = tiny_cfg("model.attention.causal=true")
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs([8], cfg)
+    base = run(model, x, t, pos, cu)
+    x2 = x.clone()
+    x2[5:] = torch.randn_like(x2[5:])
+    later = run(model, x2, t, pos, cu)
+    torch.testing.assert_close(later.velocity[:5], base.velocity[:5])
+    assert not torch.allclose(later.velocity[5:], base.velocity[5:])
+
+
+def test_output_depends_on_compacted_positions_only(cfg):
+    model = randomized(cfg)
+    path = InsertionPath()
+    g = torch.Generator().manual_seed(3)
+    clip = torch.randn(12, cfg.in_channels, cfg.height, cfg.width, generator=g)
+    s = path.sample_batch([clip], generator=g, tau=[0.5])
+    assert not torch.equal(s.index, s.position), "some frames are deleted, so indices have gaps"
+    out = run(model, s.x_t, s.t, s.position, s.cu_seqlens)
+    # the network reads the positions it is given: original indices (with gaps) would change it
+    with_gaps = run(model, s.x_t, s.t, s.index, s.cu_seqlens)
+    assert not torch.allclose(with_gaps.velocity, out.velocity, atol=1e-4)
+    # rotary positions are relative: shifting every position of a clip changes nothing
+    shifted = run(model, s.x_t, s.t, s.position + 37, s.cu_seqlens)
+    torch.testing.assert_close(shifted.velocity, out.velocity, atol=1e-4, rtol=1e-3)
+
+
+def test_padded_and_masked_equals_packed(cfg):
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs([5, 3], cfg)
+    packed = run(model, x, t, pos, cu)
+    pad = torch.zeros(2, *x.shape[1:])
+    xp = torch.cat([x[:5], x[5:], pad])  # clip 1 padded from 3 to 5 frames
+    tp = torch.cat([t, torch.zeros(2)])
+    valid = torch.tensor([True] * 8 + [False] * 2)
+    padded = run(model, xp, tp, torch.cat([torch.arange(5), torch.arange(5)]), torch.tensor([0, 5, 10]), valid=valid)
+    torch.testing.assert_close(padded.velocity[:8], packed.velocity, atol=1e-5, rtol=1e-4)
+
+
+def test_flags_and_labels_condition_the_output():
+    cfg = tiny_cfg("model.num_classes=3")
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs([4, 4], cfg)
+    none = run(model, x, t, pos, cu)
+    null = run(model, x, t, pos, cu, label=torch.tensor([-1, -1]))
+    torch.testing.assert_close(none.velocity, null.velocity)
+    lab = run(model, x, t, pos, cu, label=torch.tensor([2, -1]))
+    assert not torch.allclose(lab.velocity[:4], none.velocity[:4])
+    torch.testing.assert_close(lab.velocity[4:], none.velocity[4:])
+    ctx = torch.zeros(8, dtype=torch.bool)
+    ctx[0] = True
+    assert not torch.allclose(run(model, x, t, pos, cu, context=ctx).rate, none.rate)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(cfg):
+    x, t, pos, cu = packed_inputs([4, 3], cfg)
+    grads = []
+    for ckpt in (False, True):
+        model = randomized(tiny_cfg(f"model.grad_checkpointing={ckpt}")).train()
+        out = model(x, t, pos, cu)
+        (out.velocity.square().mean() + out.rate.mean()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_forward_flops_match_the_flop_counter(cfg):
+    cfg = tiny_cfg("model.attention.backend=reference", "model.num_classes=0")
+    model = SpatioTemporalDiT(cfg)
+    x, t, pos, cu = packed_inputs([6], cfg)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, t, pos, cu)
+    assert counter.get_total_flops() == forward_flops(cfg, 6)
+
+
+def test_windowed_flops_grow_linearly():
+    cfg = tiny_cfg("model.attention.window=2")
+    f16, f64 = forward_flops(cfg, 16), forward_flops(cfg, 64)
+    assert f64 / f16 == pytest.approx(4, rel=0.05)
+    full = tiny_cfg()
+    assert forward_flops(full, 64) / forward_flops(full, 16) > 5
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda x, t, p, c: (x[:, :2], t, p, c), r"frames must be \(M, 3, 8, 8\)"),
+    (lambda x, t, p, c: (x, t[:-1], p, c), "t and position"),
+    (lambda x, t, p, c: (x, t, p, torch.tensor([0, 3, 3, 7])), "cu_seqlens must rise strictly"),
+    (lambda x, t, p, c: (x, t, p, torch.tensor([0, 5])), "cu_seqlens"),
+])
+def test_bad_inputs(cfg, bad, match):
+    model = SpatioTemporalDiT(cfg)
+    args = packed_inputs([3, 4], cfg)
+    with pytest.raises(ValueError, match=match):
+        model(*bad(*args))
+    with pytest.raises(ValueError, match="unconditional"):
+        model(*args, label=torch.tensor([0, 1]))
