@@ -50,6 +50,26 @@ def cmd_path_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_info(args: argparse.Namespace) -> int:
+    """Parameters, tokens per frame and forward FLOPs of the configured transformer."""
+    from flowvid.config import load_config
+    from flowvid.models.flops import model_info
+
+    cfg = load_config(args.config, args.overrides).model
+    if min(args.frames) < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    info = model_info(cfg, args.frames)
+    att = cfg.attention
+    print(f"parameters: {info.parameters:,} ({info.parameters / 1e6:.1f}M)")
+    print(f"tokens per frame: {info.tokens_per_frame} ({cfg.height // cfg.patch_size}x{cfg.width // cfg.patch_size} "
+          f"patches + 1 frame token), frames {cfg.in_channels}x{cfg.height}x{cfg.width}, patch {cfg.patch_size}")
+    print(f"attention: {att.backend.value}, window {att.window or 'full'}{', causal' if att.causal else ''}")
+    print(f"{'frames':>8s} {'tokens':>10s} {'forward GFLOP':>15s} {'train step GFLOP':>17s} {'GFLOP/frame':>12s}")
+    for f, flops in info.forward_flops.items():
+        print(f"{f:8d} {f * info.tokens_per_frame:10d} {flops / 1e9:15.2f} {3 * flops / 1e9:17.2f} {flops / f / 1e9:12.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowvid", description="Video synthesis with frame-insertion flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -65,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=20000, help="path samples to average (default 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_path_stats)
+
+    p = sub.add_parser("model-info", help="parameters, tokens per frame and FLOPs of the configured model")
+    _add_config_args(p)
+    p.add_argument("--frames", type=int, nargs="+", default=[1, 4, 16, 64], help="clip lengths to count FLOPs for")
+    p.set_defaults(func=cmd_model_info)
     return parser
 
 

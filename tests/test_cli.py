@@ -29,3 +29,20 @@ def test_path_stats_reports_measured_and_closed_form(capsys):
     assert main(["path-stats", "-c", "configs/demo.yaml", "--frames", "8", "--draws", "200"]) == 0
     out = capsys.readouterr().out
     assert "measured" in out and "closed form" in out and "F -> inf" in out
+
+
+def test_model_info_counts_parameters_and_flops(capsys):
+    from flowvid.config import load_config
+    from flowvid.models import count_parameters, forward_flops
+
+    assert main(["model-info", "-c", "configs/tiny.yaml", "--frames", "2", "8"]) == 0
+    out = capsys.readouterr().out
+    cfg = load_config("configs/tiny.yaml").model
+    assert f"parameters: {count_parameters(cfg):,}" in out
+    assert "tokens per frame: 17" in out
+    assert f"{forward_flops(cfg, 8) / 1e9:15.2f}" in out
+
+
+def test_model_info_rejects_a_bad_model(capsys):
+    assert main(["model-info", "-c", "configs/tiny.yaml", "model.heads=5"]) == 2
+    assert "model.dim" in capsys.readouterr().err
