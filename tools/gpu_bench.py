@@ -9,6 +9,7 @@ step (3 x forward, flowvid.models.flops) / step time / the card's dense bf16 pea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -76,7 +77,26 @@ def time_steps(model, opt, inputs, warmup: int, reps: int) -> float:
     return statistics.median(times)
 
 
+def sdpa_preference(name: str):
+    """Context preferring one SDPA kernel (e.g. cuDNN attention on Hopper), others as fallback."""
+    if name == "default":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    first = order[name]
+    rest = [b for b in (*order.values(), SDPBackend.MATH) if b != first]
+    return sdpa_kernel([first, *rest], set_priority=True)
+
+
 def run_one(preset: str, backend: str, compiled: bool, args) -> dict:
+    with sdpa_preference(args.sdpa_kernel):
+        row = _run_one(preset, backend, compiled, args)
+    return dict(row, sdpa_kernel=args.sdpa_kernel)
+
+
+def _run_one(preset: str, backend: str, compiled: bool, args) -> dict:
     over = [f"model.attention.backend={backend}", "model.in_channels=16", "model.height=32", "model.width=32",
             "model.patch_size=2", *args.override]
     cfg = load_config(["configs/base.yaml", f"configs/model/{preset}.yaml"], over).model
@@ -112,6 +132,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the rows as JSON lines here")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to smoke-test this script")
     ap.add_argument("--override", nargs="*", default=[], help="extra model config overrides")
+    ap.add_argument("--sdpa-kernel", default="default", choices=["default", "cudnn", "flash", "efficient"],
+                    help="SDPA kernel to prefer")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device: {device_name()}, torch {torch.__version__}, "
@@ -131,7 +153,8 @@ def main() -> None:
                         f.write(json.dumps(row) + "\n")
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
-    print("\n| preset | backend | compiled | tokens/step | step ms | tokens/s | clips/s | TFLOP/s | MFU | peak GiB |")
+    print(f"\nSDPA kernel preference: {args.sdpa_kernel}")
+    print("| preset | backend | compiled | tokens/step | step ms | tokens/s | clips/s | TFLOP/s | MFU | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:

@@ -130,25 +130,39 @@ def _full_groups(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, out: Ten
         out[lo:hi] = ob
 
 
-def _local_clip(q: Tensor, k: Tensor, v: Tensor, pos: Tensor, valid: Tensor | None, layout: PackedLayout) -> Tensor:
-    """Windowed/causal attention for one clip by query blocks of `window` frames.
+def _local_mask(layout: PackedLayout, b: int, q_frames: tuple[int, int], k_frames: tuple[int, int]) -> Tensor:
+    """Token mask for query frames [qa, qb) against key frames [ka, kb) of clip b, built once per
+    forward: positions are consecutive, so without padding it depends only on the clip length."""
+    n_frames = layout.frames(b)[1] - layout.frames(b)[0]
+    valid = layout.clip_valid(b)
+    key = ("local", n_frames, q_frames, k_frames) if valid is None else ("local", b, q_frames, k_frames)
+    mask = layout.cache.get(key)
+    if mask is None:
+        pos = layout.position[layout.frames(b)[0]:layout.frames(b)[1]]
+        (qa, qb), (ka, kb) = q_frames, k_frames
+        mask = layout.token_mask(layout.frame_mask(pos[qa:qb], pos[ka:kb], None if valid is None else valid[ka:kb]))
+        layout.cache[key] = mask
+    return mask
+
+
+def _local_clip(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -> Tensor:
+    """Windowed/causal attention for clip b by query blocks of `window` frames.
 
     Each block of query frames reads only the key frames its window can reach, so the cost is
-    about n * 3W frames^2 instead of n^2. q, k, v: (n * tokens_per_frame, H, Dh).
+    about n * 3W frames^2 instead of n^2. q, k, v: (n * tokens_per_frame, H, Dh) of that clip.
     """
-    n_frames = len(pos)
+    n_frames = layout.frames(b)[1] - layout.frames(b)[0]
     w = layout.window if layout.window > 0 else n_frames
     right = 0 if layout.causal else w
     if n_frames <= 2 * w + 1:  # one block covers the clip
-        mask = layout.token_mask(layout.frame_mask(pos, pos, valid))
-        return _sdpa(q, k, v, mask)
+        return _sdpa(q, k, v, _local_mask(layout, b, (0, n_frames), (0, n_frames)))
     tpf = layout.tokens_per_frame
     out = torch.empty_like(q)
     for a in range(0, n_frames, w):
-        b = min(a + w, n_frames)
-        ka, kb = max(0, a - w), min(n_frames, b + right)
-        mask = layout.token_mask(layout.frame_mask(pos[a:b], pos[ka:kb], None if valid is None else valid[ka:kb]))
-        out[a * tpf:b * tpf] = _sdpa(q[a * tpf:b * tpf], k[ka * tpf:kb * tpf], v[ka * tpf:kb * tpf], mask)
+        e = min(a + w, n_frames)
+        ka, kb = max(0, a - w), min(n_frames, e + right)
+        mask = _local_mask(layout, b, (a, e), (ka, kb))
+        out[a * tpf:e * tpf] = _sdpa(q[a * tpf:e * tpf], k[ka * tpf:kb * tpf], v[ka * tpf:kb * tpf], mask)
     return out
 
 
@@ -163,9 +177,7 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Ten
             continue
         for b in masked:
             lo, hi = layout.tokens(b)
-            f_lo, f_hi = layout.frames(b)
-            out[lo:hi] = _local_clip(q[lo:hi], k[lo:hi], v[lo:hi], layout.position[f_lo:f_hi],
-                                     layout.clip_valid(b), layout)
+            out[lo:hi] = _local_clip(q[lo:hi], k[lo:hi], v[lo:hi], b, layout)
     return out
 
 
