@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # ConfigError is a ValueError
         print(f"flowvid {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

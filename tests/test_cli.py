@@ -46,3 +46,17 @@ def test_model_info_counts_parameters_and_flops(capsys):
 def test_model_info_rejects_a_bad_model(capsys):
     assert main(["model-info", "-c", "configs/tiny.yaml", "model.heads=5"]) == 2
     assert "model.dim" in capsys.readouterr().err
+
+
+def test_unavailable_backend_is_a_one_line_error(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("xformers") is not None:
+        return  # installed here: nothing to refuse
+    assert main(["model-info", "-c", "configs/tiny.yaml", "model.attention.backend=xformers"]) == 0  # counting needs no kernel
+    from flowvid.config import load_config
+    from flowvid.models import SpatioTemporalDiT
+
+    import pytest
+    with pytest.raises(RuntimeError, match="flowvid\\[xformers\\]"):
+        SpatioTemporalDiT(load_config("configs/tiny.yaml", ["model.attention.backend=xformers"]).model)

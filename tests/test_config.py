@@ -33,6 +33,7 @@ def test_roundtrip_through_yaml(tmp_path):
     ("model.dim=100", r"'model.dim' must be divisible by heads=3"),
     ("path.time.insertion_phase_weight=2", r"'path.time.insertion_phase_weight' must be in \[0, 1\]"),
     ("model.attention.backend=cuda", r"expected one of \[sdpa, xformers, flex, reference\]"),
+    ("model.heads=32", r"'model.heads' leave a head dimension >= 8"),
 ])
 def test_bad_values_fail_in_one_line(override, match):
     overrides = ["model.heads=3", override] if "divisible" in match else [override]

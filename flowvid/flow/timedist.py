@@ -23,10 +23,5 @@ class GlobalTime:
         z = torch.randn(n, generator=generator, device=device)
         return torch.sigmoid(self.loc + self.scale * z)
 
-    def sample(self, lo: Tensor, hi: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One draw per interval: tau = lo + (hi - lo) r."""
-        r = self.unit(lo.numel(), generator, lo.device).reshape(lo.shape)
-        return lo + (hi - lo) * r
-
     def __repr__(self) -> str:
         return f"GlobalTime({self.dist!r}, loc={self.loc}, scale={self.scale})"

@@ -33,7 +33,7 @@ class PackedLayout:
 
     cu_frames: list[int]  # (B + 1) frame offsets of the clips
     tokens_per_frame: int
-    position: Tensor  # (M,) compacted frame positions, consecutive within each clip
+    position: Tensor  # (M,) compacted frame positions, consecutive within each clip (checked by the model)
     window: int = 0  # 0 = unlimited
     causal: bool = False
     valid: Tensor | None = None  # (M,) bool; False marks padding frames, never attended to
@@ -72,7 +72,8 @@ class PackedLayout:
             ok &= d.abs() <= self.window
         if self.causal:
             ok &= d >= 0
-        return ok
+        # a frame always sees itself: no query row is ever fully masked (softmax of all -inf is NaN)
+        return ok | (d == 0)
 
     def token_mask(self, frame_mask: Tensor) -> Tensor:
         """Expand a frame mask to tokens: (Fq * n, Fk * n)."""
@@ -117,15 +118,20 @@ def _equal_length_groups(layout: PackedLayout) -> dict[int, list[int]]:
     return groups
 
 
-def _full_groups(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, out: Tensor, clips: list[int]) -> None:
-    """Unmasked attention for clips of one length: one batched SDPA call."""
+def _grouped(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, out: Tensor, clips: list[int],
+             key_padding: bool = False) -> None:
+    """Clips of one length in one batched SDPA call; with key_padding, padding frames are masked."""
     spans = [layout.tokens(b) for b in clips]
-    if len(spans) == 1:
+    mask = None
+    if key_padding:
+        keep = torch.stack([layout.clip_valid(b).repeat_interleave(layout.tokens_per_frame) for b in clips])  # (G, L)
+        mask = keep[:, None, None, :]
+    if len(spans) == 1 and mask is None:
         lo, hi = spans[0]
         out[lo:hi] = _sdpa(q[lo:hi], k[lo:hi], v[lo:hi])
         return
     qs, ks, vs = (torch.stack([x[lo:hi] for lo, hi in spans]).transpose(1, 2) for x in (q, k, v))  # (G, H, L, Dh)
-    o = F.scaled_dot_product_attention(qs, ks, vs).transpose(1, 2)  # (G, L, H, Dh)
+    o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask).transpose(1, 2)  # (G, L, H, Dh)
     for (lo, hi), ob in zip(spans, o):
         out[lo:hi] = ob
 
@@ -171,24 +177,14 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Ten
     for clips in _equal_length_groups(layout).values():
         masked = [b for b in clips if layout.needs_mask(b)]
         if len(masked) < len(clips):
-            _full_groups(q, k, v, layout, out, [b for b in clips if b not in masked])
+            _grouped(q, k, v, layout, out, [b for b in clips if b not in masked])
         if masked and layout.valid is not None and not layout.causal and layout.window == 0:
-            _padded_groups(q, k, v, layout, out, masked)
+            _grouped(q, k, v, layout, out, masked, key_padding=True)
             continue
         for b in masked:
             lo, hi = layout.tokens(b)
             out[lo:hi] = _local_clip(q[lo:hi], k[lo:hi], v[lo:hi], b, layout)
     return out
-
-
-def _padded_groups(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, out: Tensor, clips: list[int]) -> None:
-    """Padded clips of one length: one batched SDPA call with a key-padding mask."""
-    spans = [layout.tokens(b) for b in clips]
-    keep = torch.stack([layout.clip_valid(b).repeat_interleave(layout.tokens_per_frame) for b in clips])  # (G, L)
-    qs, ks, vs = (torch.stack([x[lo:hi] for lo, hi in spans]).transpose(1, 2) for x in (q, k, v))  # (G, H, L, Dh)
-    o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=keep[:, None, None, :]).transpose(1, 2)
-    for (lo, hi), ob in zip(spans, o):
-        out[lo:hi] = ob
 
 
 # -- xformers -------------------------------------------------------------------------------
@@ -241,10 +237,11 @@ def flex_block_mask(layout: PackedLayout, device: torch.device):
             ok = ok & (d >= 0)
         if valid_of is not None:
             ok = ok & valid_of[ki]
-        return ok
+        return ok | ((clip_of[qi] == clip_of[ki]) & (d == 0))  # a frame always sees itself, as above
 
     T = len(clip_of)
-    return create_block_mask(mask_mod, None, None, T, T, device=device)
+    # compiled on CUDA: eager construction materialises a T x T mask, quadratic in length
+    return create_block_mask(mask_mod, None, None, T, T, device=device, _compile=device.type == "cuda")
 
 
 def flex_attention_packed(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:

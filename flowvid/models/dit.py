@@ -81,7 +81,8 @@ class SpatioTemporalDiT(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        check_backend(cfg.attention.backend)
+        if torch.get_default_device().type != "meta":  # counting parameters needs no kernel
+            check_backend(cfg.attention.backend)
         self.cfg = cfg
         d, p, c = cfg.dim, cfg.patch_size, cfg.in_channels
         self.grid = (cfg.height // p, cfg.width // p)
@@ -145,7 +146,7 @@ class SpatioTemporalDiT(nn.Module):
                 label: Tensor | None = None, valid: Tensor | None = None) -> ModelOutput:
         """x (M, C, H, W) packed frames; t, position, context, passive, valid (M,); cu_seqlens (B+1,);
         label (B,) class per clip, -1 = null label."""
-        cu = self._check_inputs(x, t, position, cu_seqlens, label)
+        cu = self._check_inputs(x, t, position, cu_seqlens, label, context=context, passive=passive, valid=valid)
         m = x.shape[0]
         context = torch.zeros(m, dtype=torch.bool, device=x.device) if context is None else context
         passive = torch.zeros_like(context) if passive is None else passive
@@ -179,7 +180,7 @@ class SpatioTemporalDiT(nn.Module):
                     sample.passive, label)
 
     def _check_inputs(self, x: Tensor, t: Tensor, position: Tensor, cu_seqlens: Tensor,
-                      label: Tensor | None) -> list[int]:
+                      label: Tensor | None, **flags: Tensor | None) -> list[int]:
         cfg = self.cfg
         want = (cfg.in_channels, cfg.height, cfg.width)
         if x.dim() != 4 or tuple(x.shape[1:]) != want:
@@ -187,13 +188,27 @@ class SpatioTemporalDiT(nn.Module):
         m = x.shape[0]
         if t.shape != (m,) or position.shape != (m,):
             raise ValueError(f"t and position must be ({m},), got {tuple(t.shape)} and {tuple(position.shape)}")
+        for name, flag in flags.items():
+            if flag is not None and (flag.shape != (m,) or flag.dtype != torch.bool):
+                raise ValueError(f"{name} must be a ({m},) bool tensor, got {flag.dtype} {tuple(flag.shape)}")
         cu = [int(v) for v in cu_seqlens.tolist()]
         if len(cu) < 2 or cu[0] != 0 or cu[-1] != m or any(b <= a for a, b in zip(cu, cu[1:])):
             raise ValueError(f"cu_seqlens must rise strictly from 0 to {m} (frames per clip >= 1), got {cu}")
+        # Positions are compacted: consecutive within each clip (any start). Gapped positions,
+        # such as original frame indices, would leak where frames are missing.
+        steps = position.diff()
+        steps[torch.tensor(cu[1:-1], device=position.device, dtype=torch.long) - 1] = 1  # clip boundaries
+        if m > 1 and not bool((steps == 1).all()):
+            raise ValueError("position must be compacted (consecutive within each clip, e.g. 0..m-1); "
+                             "got gaps, as original frame indices would have")
         if label is not None:
-            if self.label_embed is None:
-                raise ValueError("this model is unconditional (model.num_classes=0) but a label was given")
-            if label.shape != (len(cu) - 1,) or int(label.max()) >= cfg.num_classes:
-                raise ValueError(f"label must be ({len(cu) - 1},) with values in [-1, {cfg.num_classes - 1}], "
-                                 f"got {tuple(label.shape)} max {int(label.max())}")
+            self._check_label(label, len(cu) - 1)
         return cu
+
+    def _check_label(self, label: Tensor, num_clips: int) -> None:
+        n = self.cfg.num_classes
+        if self.label_embed is None:
+            raise ValueError("this model is unconditional (model.num_classes=0) but a label was given")
+        if label.shape != (num_clips,) or label.is_floating_point() or int(label.min()) < -1 or int(label.max()) >= n:
+            raise ValueError(f"label must be ({num_clips},) integers in [-1, {n - 1}] (-1 = null label), "
+                             f"got {label.dtype} {tuple(label.shape)}")

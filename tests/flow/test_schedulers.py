@@ -39,10 +39,10 @@ def test_unknown_kappa_names_choices():
         get_kappa("quartic")
 
 
-def test_logit_normal_stays_in_interval(gen):
-    t = GlobalTime("logit_normal", loc=0.5, scale=2.0)
-    lo, hi = torch.full((5000,), 0.3), torch.full((5000,), 1.7)
-    tau = t.sample(lo, hi, gen)
-    assert (tau >= 0.3).all() and (tau <= 1.7).all()
+def test_logit_normal_unit_draws(gen):
+    r = GlobalTime("logit_normal", loc=0.5, scale=2.0).unit(5000, gen)
+    assert (r >= 0).all() and (r <= 1).all()
     # the median of sigmoid(N(loc, s^2)) is sigmoid(loc)
-    assert tau.median().item() == pytest.approx(0.3 + 1.4 * torch.sigmoid(torch.tensor(0.5)).item(), abs=0.05)
+    assert r.median().item() == pytest.approx(torch.sigmoid(torch.tensor(0.5)).item(), abs=0.03)
+    u = GlobalTime("uniform").unit(5000, gen)
+    assert u.mean().item() == pytest.approx(0.5, abs=0.02)

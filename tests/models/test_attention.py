@@ -26,6 +26,8 @@ CASES = [
     dict(lengths=[11, 3], window=1, causal=True),
     dict(lengths=[9, 9], window=0, causal=True),
     dict(lengths=[20], window=3, causal=False),
+    dict(lengths=[12, 12, 5], window=2, causal=False),  # equal lengths share cached chunk masks
+    dict(lengths=[10, 10], window=1, causal=True),
 ]
 
 
@@ -86,6 +88,20 @@ def test_padding_frames_are_never_attended(backend):
     keep = valid.repeat_interleave(2)
     packed = attend(q[keep].float(), k[keep].float(), v[keep].float(), layout([5, 3], 2), "reference")
     torch.testing.assert_close(out[keep], packed, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "flex"])
+@pytest.mark.parametrize("window,causal", [(1, False), (0, True), (2, True)])
+def test_padding_with_window_or_causal_stays_finite(backend, window, causal):
+    # padding longer than the window: padding queries see no real key, only themselves
+    lengths, tpf = [9, 9], 2
+    q, k, v = random_qkv(lengths, tpf)
+    valid = torch.tensor([True] * 3 + [False] * 6 + [False] * 4 + [True] * 5)
+    out = attend(q.float(), k.float(), v.float(), layout(lengths, tpf, window, causal, valid), backend)
+    assert torch.isfinite(out).all()
+    ref = attend(q.float(), k.float(), v.float(), layout(lengths, tpf, window, causal, valid), "reference")
+    keep = valid.repeat_interleave(tpf)
+    torch.testing.assert_close(out[keep], ref[keep], atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_or_unavailable_backends():

@@ -111,9 +111,9 @@ def test_output_depends_on_compacted_positions_only(cfg):
     s = path.sample_batch([clip], generator=g, tau=[0.5])
     assert not torch.equal(s.index, s.position), "some frames are deleted, so indices have gaps"
     out = run(model, s.x_t, s.t, s.position, s.cu_seqlens)
-    # the network reads the positions it is given: original indices (with gaps) would change it
-    with_gaps = run(model, s.x_t, s.t, s.index, s.cu_seqlens)
-    assert not torch.allclose(with_gaps.velocity, out.velocity, atol=1e-4)
+    # original indices (with gaps) are refused: they would tell the network where frames are missing
+    with pytest.raises(ValueError, match="compacted"):
+        run(model, s.x_t, s.t, s.index, s.cu_seqlens)
     # rotary positions are relative: shifting every position of a clip changes nothing
     shifted = run(model, s.x_t, s.t, s.position + 37, s.cu_seqlens)
     torch.testing.assert_close(shifted.velocity, out.velocity, atol=1e-4, rtol=1e-3)
@@ -187,3 +187,26 @@ def test_bad_inputs(cfg, bad, match):
         model(*bad(*args))
     with pytest.raises(ValueError, match="unconditional"):
         model(*args, label=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(valid=torch.ones(3, dtype=torch.bool)), r"valid must be a \(7,\) bool"),
+    (dict(context=torch.zeros(7)), r"context must be a \(7,\) bool"),
+    (dict(label=torch.tensor([-7, 0])), r"integers in \[-1, 2\]"),
+    (dict(label=torch.tensor([0.0, 1.0])), "integers"),
+])
+def test_bad_flags_and_labels(kw, match):
+    model = SpatioTemporalDiT(tiny_cfg("model.num_classes=3"))
+    with pytest.raises(ValueError, match=match):
+        model(*packed_inputs([3, 4], model.cfg), **kw)
+
+
+def test_padding_with_a_window_keeps_real_frames_finite_and_exact():
+    cfg = tiny_cfg("model.attention.window=1", "model.attention.backend=reference")
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs([8], cfg)
+    valid = torch.tensor([True] * 3 + [False] * 5)
+    out = run(model, x, t, pos, cu, valid=valid)
+    assert torch.isfinite(out.velocity).all()
+    alone = run(model, x[:3], t[:3], pos[:3], torch.tensor([0, 3]))
+    torch.testing.assert_close(out.velocity[:3], alone.velocity, atol=1e-5, rtol=1e-4)
