@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, Iterator, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -125,6 +125,8 @@ class ModelConfig:
                 yield name, f"must be >= 1, got {getattr(self, name)}"
         if self.heads >= 1 and self.dim % self.heads:
             yield "dim", f"must be divisible by heads={self.heads}, got {self.dim}"
+        elif self.heads >= 1 and self.dim // self.heads < 8:
+            yield "heads", f"leave a head dimension >= 8 (rotary positions need it), got dim {self.dim} / {self.heads} heads"
         for name in ("height", "width"):
             if self.patch_size >= 1 and getattr(self, name) % self.patch_size:
                 yield name, f"must be a multiple of patch_size={self.patch_size}, got {getattr(self, name)}"
@@ -132,6 +134,76 @@ class ModelConfig:
             yield "rope_theta", f"must be > 1, got {self.rope_theta}"
         if self.num_classes < 0:
             yield "num_classes", f"must be >= 0, got {self.num_classes}"
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"
+    manifest = "manifest"
+    latents = "latents"
+
+
+class ReaderBackend(str, Enum):
+    auto = "auto"
+    decord = "decord"
+    pyav = "pyav"
+
+
+class CropMode(str, Enum):
+    center = "center"
+    random = "random"
+
+
+@dataclass
+class SyntheticDataConfig:
+    kind: str = "balls"  # balls | textures (flowvid.data.synthetic.SYNTHETIC)
+    num_clips: int = 1000
+    val_clips: int = 64  # drawn with another seed
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.num_clips < 1 or self.val_clips < 0:
+            yield "num_clips", f"must be >= 1 (and val_clips >= 0), got {self.num_clips}, {self.val_clips}"
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from, how long they are, and how they are batched."""
+
+    source: DataSource = DataSource.synthetic
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+    manifest: str = ""  # jsonl from `flowvid data index` or `flowvid data synth`
+    val_manifest: str = ""
+    latents: str = ""  # folder of latent shards (flowvid.data.latents)
+    reader: ReaderBackend = ReaderBackend.auto
+    fps: float = 0.0  # resample clips to this rate by timestamps; 0 keeps each file's rate
+    min_frames: int = 8  # clip length drawn uniformly in [min_frames, max_frames] ...
+    max_frames: int = 16
+    frame_choices: List[int] = field(default_factory=list)  # ... or from this set when given
+    height: int = 32  # frames are resized (short side) and cropped to height x width
+    width: int = 32
+    crop: CropMode = CropMode.random
+    tokens_per_batch: int = 4096  # token budget of one packed batch (model tokens per frame x frames)
+    max_clips_per_batch: int = 0  # 0 = only the token budget limits
+    num_workers: int = 0
+    persistent_workers: bool = True
+    max_failed_fraction: float = 0.05  # reads that may fail (skipped, counted) before the run stops
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not 1 <= self.min_frames <= self.max_frames:
+            yield "min_frames", f"must satisfy 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}"
+        if any(c < 1 for c in self.frame_choices):
+            yield "frame_choices", f"must be positive frame counts, got {list(self.frame_choices)}"
+        if self.fps < 0:
+            yield "fps", f"must be >= 0 (0 = native rate), got {self.fps}"
+        if self.height < 1 or self.width < 1:
+            yield "height", f"frame size must be positive, got {self.height}x{self.width}"
+        if self.tokens_per_batch < 1 or self.max_clips_per_batch < 0 or self.num_workers < 0:
+            yield "tokens_per_batch", "tokens_per_batch must be >= 1, max_clips_per_batch and num_workers >= 0"
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            yield "max_failed_fraction", f"must be in [0, 1], got {self.max_failed_fraction}"
+        if self.source == DataSource.manifest and not self.manifest:
+            yield "manifest", "is required when data.source=manifest (a jsonl from `flowvid data index`)"
+        if self.source == DataSource.latents and not self.latents:
+            yield "latents", "is required when data.source=latents (a folder of latent shards)"
 
 
 @dataclass
@@ -142,8 +214,20 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     path: PathConfig = field(default_factory=PathConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     # Lightning Trainer options under Lightning's own names, e.g. trainer.max_steps=20.
     trainer: Dict[str, Any] = field(default_factory=dict)
+
+
+def check_data_fits_model(cfg: Config) -> None:
+    """Pixel sources feed the network directly: their frames must have the model's input shape.
+
+    Checked where data meets the model (training), not at load time: tools such as
+    `flowvid model-info` read a model section alone."""
+    d, m = cfg.data, cfg.model
+    if d.source != DataSource.latents and (d.height, d.width, 3) != (m.height, m.width, m.in_channels):
+        raise ConfigError(f"config key 'data.height' must match the model: data frames {d.height}x{d.width}x3, "
+                          f"model input {m.height}x{m.width}x{m.in_channels} (model.height, model.width, model.in_channels)")
 
 
 def load_config(files: str | Path | Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> Config:
