@@ -240,9 +240,9 @@ def flex_block_mask(layout: PackedLayout, device: torch.device):
         return ok | ((clip_of[qi] == clip_of[ki]) & (d == 0))  # a frame always sees itself, as above
 
     T = len(clip_of)
-    # Built eagerly (O(T^2) work once per forward, shared by all layers). Compiling it
-    # (_compile=True) recompiled for every new packed length: the GPU tests went from 37 s to
-    # over 200 s on an H200. Packed lengths change every batch, so eager is the lesser cost.
+    # Built eagerly (O(T^2) work once per forward, shared by all layers). With _compile=True the
+    # GPU tests ran past 200 s instead of 37 s on an H200, most likely recompiling for each new
+    # packed length; packed lengths change every batch.
     return create_block_mask(mask_mod, None, None, T, T, device=device)
 
 
