@@ -70,6 +70,54 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """A tqdm bar driven by (done, total) callbacks from the plain functions."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit="file", disable=total == 0)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_data_index(args: argparse.Namespace) -> int:
+    """Probe every video under ROOT; write the manifest and the bad-file report."""
+    from data_pipelines.index import index_videos
+
+    bar = _Progress("probing")
+    try:
+        r = index_videos(args.root, args.output, args.workers, args.min_frames, args.labels, progress=bar)
+    finally:
+        bar.close()
+    print(f"{r.good} good videos -> {r.manifest}; {r.bad} bad -> {r.report} "
+          f"({r.probed} probed, {r.reused} unchanged, {r.seconds:.1f} s)")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic set as mp4 files plus its manifest."""
+    from data_pipelines.synth import write_synthetic_set
+
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    bar = _Progress(f"writing {args.kind}")
+    try:
+        path = write_synthetic_set(args.kind, args.output, args.num, args.size, tuple(args.frames), args.fps,
+                                   args.seed, progress=bar)
+    finally:
+        bar.close()
+    print(f"{args.num} clips -> {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowvid", description="Video synthesis with frame-insertion flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -90,6 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--frames", type=int, nargs="+", default=[1, 4, 16, 64], help="clip lengths to count FLOPs for")
     p.set_defaults(func=cmd_model_info)
+
+    data = sub.add_parser("data", help="data preparation: index a folder of videos, write synthetic sets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    p = dsub.add_parser("index", help="probe every video under ROOT into a manifest (and a report of bad files)")
+    p.add_argument("root", help="folder of videos (searched recursively)")
+    p.add_argument("-o", "--output", required=True, help="manifest to write (jsonl); bad files go to <stem>.bad.jsonl")
+    p.add_argument("--workers", type=int, default=0, help="parallel probes (default: all cores)")
+    p.add_argument("--min-frames", type=int, default=1, help="shorter videos are reported as too short")
+    p.add_argument("--labels", choices=["none", "folder"], default="none",
+                   help="folder: class label = index of the file's top-level folder, sorted by name")
+    p.set_defaults(func=cmd_data_index)
+    p = dsub.add_parser("synth", help="write a synthetic set as mp4 files plus a manifest")
+    p.add_argument("kind", help="synthetic family: balls | textures")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--num", type=int, required=True, help="number of clips")
+    p.add_argument("--size", type=int, default=32, help="frame side in pixels (even)")
+    p.add_argument("--frames", type=int, nargs=2, default=[8, 16], metavar=("MIN", "MAX"), help="clip length range")
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_synth)
     return parser
 
 

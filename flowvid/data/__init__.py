@@ -1,0 +1,1 @@
+"""Runtime data: video readers, datasets (folder/manifest, synthetic), packing collate, data module."""

@@ -1,0 +1,94 @@
+"""Batches of variable-length clips under a token budget, sharded across ranks.
+
+Each epoch the sampler shuffles the items (seed + epoch), draws each clip's length, and packs
+clips greedily in that order until the next one would exceed the token budget. Batches, not
+items, are dealt to ranks round-robin, so every rank gets the same number of batches (DDP steps
+in lockstep); the batch list is padded to a multiple of the world size by repeating its first
+batches, the only items a rank may share with another.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from flowvid.data.clips import ClipRequest
+
+
+@dataclass
+class ClipLengths:
+    """Clip length policy: uniform in [min_frames, max_frames], or uniform over `choices`."""
+
+    min_frames: int
+    max_frames: int
+    choices: Sequence[int] = ()
+
+    def draw(self, lo: int, hi: int, rng: np.random.Generator) -> int | None:
+        """A length allowed by the policy and by the item's own range [lo, hi]; None if none is."""
+        if self.choices:
+            ok = [c for c in self.choices if lo <= c <= hi]
+            return int(rng.choice(ok)) if ok else None
+        a, b = max(lo, self.min_frames), min(hi, self.max_frames)
+        return int(rng.integers(a, b + 1)) if a <= b else None
+
+
+class TokenBudgetBatchSampler(torch.utils.data.Sampler):
+    """Yields lists of ClipRequest whose total tokens never exceed `budget`."""
+
+    def __init__(self, frame_ranges: Sequence[tuple[int, int]], lengths: ClipLengths, tokens_per_frame: int,
+                 budget: int, max_clips: int = 0, shuffle: bool = True, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0):
+        longest = max(lengths.choices) if lengths.choices else lengths.max_frames
+        if tokens_per_frame * longest > budget:
+            raise ValueError(f"token budget {budget} is below one clip of {longest} frames "
+                             f"({tokens_per_frame} tokens per frame); raise data.tokens_per_batch")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        self.ranges = list(frame_ranges)
+        self.lengths, self.tpf, self.budget = lengths, tokens_per_frame, budget
+        self.max_clips, self.shuffle, self.seed = max_clips, shuffle, seed
+        self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+        self.skipped = 0  # items whose frame range admits no allowed length, last epoch
+        self._cache: tuple[int, list] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def all_batches(self) -> list[list[ClipRequest]]:
+        """Every rank's batches for this epoch, before dealing (the same on every rank)."""
+        if self._cache and self._cache[0] == self.epoch:
+            return self._cache[1]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.ranges)) if self.shuffle else np.arange(len(self.ranges))
+        batches, current, tokens, self.skipped = [], [], 0, 0
+        for i in order:
+            n = self.lengths.draw(*self.ranges[i], rng)
+            if n is None:
+                self.skipped += 1  # too short for the policy; datasets drop such items up front
+                continue
+            full = tokens + n * self.tpf > self.budget or (self.max_clips and len(current) == self.max_clips)
+            if full:
+                batches.append(current)
+                current, tokens = [], 0
+            current.append(ClipRequest(int(i), n, int(rng.integers(2**31))))
+            tokens += n * self.tpf
+        if current:
+            batches.append(current)
+        self._cache = (self.epoch, batches)
+        return batches
+
+    def _mine(self) -> list[list[ClipRequest]]:
+        batches = self.all_batches()
+        if not batches:
+            return []
+        pad = -len(batches) % self.num_replicas
+        batches = batches + [batches[i % len(batches)] for i in range(pad)]
+        return batches[self.rank::self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[ClipRequest]]:
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())

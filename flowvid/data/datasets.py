@@ -1,0 +1,152 @@
+"""Map-style datasets indexed by ClipRequest (which clip, how many frames, which random draw).
+
+The batch sampler decides each clip's length, so a packed batch can respect a token budget
+before any frame is decoded. Readers are opened inside __getitem__, i.e. in the worker process
+that reads (decord is not fork-safe), and closed after each clip.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flowvid.data.clips import Clip, ClipRequest
+from flowvid.data.manifest import ManifestEntry, resolve
+from flowvid.data.readers import VideoReadError, open_video
+
+log = logging.getLogger(__name__)
+_MIN_READS_BEFORE_GIVING_UP = 20
+
+
+def resample_times(start: float, num: int, fps: float) -> np.ndarray:
+    """Sample times t_k = start + k / fps, k < num."""
+    return start + np.arange(num) / fps
+
+
+def frames_available(entry: ManifestEntry, fps: float) -> int:
+    """Frames a file yields at `fps` (0 = its own rate): 1 + floor(span * fps), span = first to last frame."""
+    if fps <= 0 or entry.num_frames <= 1:
+        return entry.num_frames
+    span = (entry.num_frames - 1) / entry.fps
+    return 1 + math.floor(span * fps + 1e-6)
+
+
+def resize_crop(frames: np.ndarray, height: int, width: int, random_crop: bool, rng: np.random.Generator) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float (F, 3, height, width) in [-1, 1]: scale the short side, then crop.
+
+    The resize runs on uint8 in channels-last layout, torch's vectorised path: about 8x faster
+    than on float32 (measured, 16 frames 256 -> 128), within one grey level of it.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (F, 3, H, W), channels-last memory
+    h, w = x.shape[-2:]
+    scale = max(height / h, width / w)
+    size = (max(height, round(h * scale)), max(width, round(w * scale)))
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=scale < 1, align_corners=False)
+    top = int(rng.integers(size[0] - height + 1)) if random_crop else (size[0] - height) // 2
+    left = int(rng.integers(size[1] - width + 1)) if random_crop else (size[1] - width) // 2
+    x = x[:, :, top:top + height, left:left + width]
+    return x.float().div_(127.5).sub_(1.0).contiguous()
+
+
+class FailureCounter:
+    """Counts failed reads; past max_fraction of all reads (after a few), reading stops with an error."""
+
+    def __init__(self, max_fraction: float):
+        self.max_fraction, self.reads, self.failures = max_fraction, 0, 0
+
+    def ok(self) -> None:
+        self.reads += 1
+
+    def failed(self, err: Exception) -> None:
+        self.reads += 1
+        self.failures += 1
+        log.warning("skipped a clip (%d of %d reads failed so far in this worker): %s", self.failures, self.reads, err)
+        if self.reads >= _MIN_READS_BEFORE_GIVING_UP and self.failures > self.max_fraction * self.reads:
+            raise RuntimeError(f"{self.failures} of {self.reads} video reads failed (last: {err}); more than "
+                               f"data.max_failed_fraction={self.max_fraction}: check the files or re-run "
+                               f"`flowvid data index`")
+
+
+class ManifestDataset(torch.utils.data.Dataset):
+    """Clips from the videos of a manifest, resampled to `fps` by timestamps, resized and cropped."""
+
+    def __init__(self, entries: Sequence[ManifestEntry], manifest_path: str | Path, cfg):
+        self.cfg = cfg
+        self.manifest_path = Path(manifest_path)
+        fps = cfg.fps
+        shortest = min(cfg.frame_choices) if cfg.frame_choices else cfg.min_frames
+        self.entries = [e for e in entries if frames_available(e, fps) >= shortest]
+        if len(self.entries) < len(entries):
+            log.warning("%d of %d videos are shorter than %d frames at fps=%s and are left out",
+                        len(entries) - len(self.entries), len(entries), shortest, fps or "native")
+        if not self.entries:
+            raise ValueError(f"no video in {manifest_path} has {shortest} frames at fps={fps or 'native'}; "
+                             f"lower data.min_frames or data.fps")
+        self.failures = FailureCounter(cfg.max_failed_fraction)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def frame_range(self, i: int) -> tuple[int, int]:
+        return 1, frames_available(self.entries[i], self.cfg.fps)
+
+    def __getitem__(self, req: ClipRequest) -> Clip | None:
+        entry = self.entries[req.index]
+        path = resolve(self.manifest_path, entry.path)
+        rng = np.random.default_rng(req.seed)
+        try:
+            frames, fps = self._read(path, entry, req.num_frames, rng)
+        except VideoReadError as e:
+            self.failures.failed(e)
+            return None
+        self.failures.ok()
+        x = resize_crop(frames, self.cfg.height, self.cfg.width, self.cfg.crop.value == "random", rng)
+        return Clip(frames=x, label=entry.label, fps=fps, source=str(path))
+
+    def _read(self, path: Path, entry: ManifestEntry, n: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        backend = getattr(self.cfg.reader, "value", self.cfg.reader)
+        with open_video(path, backend) as reader:
+            if self.cfg.fps <= 0:
+                total = reader.info.num_frames
+                if total < n:
+                    raise VideoReadError(str(path), f"has {total} frames, the manifest promised {entry.num_frames}")
+                start = int(rng.integers(total - n + 1))
+                return reader.read(range(start, start + n)), entry.fps
+            ts = reader.timestamps()
+            slack = (ts[-1] - ts[0]) - (n - 1) / self.cfg.fps
+            if slack < -1e-6:
+                raise VideoReadError(str(path), f"spans {ts[-1] - ts[0]:.3f} s, too short for {n} frames at {self.cfg.fps} fps")
+            start = ts[0] + rng.uniform(0, max(slack, 0.0))
+            return reader.read_at(resample_times(start, n, self.cfg.fps)), self.cfg.fps
+
+
+class SyntheticDataset(torch.utils.data.Dataset):
+    """A synthetic family (flowvid.data.synthetic) behind the ClipRequest interface; no files."""
+
+    def __init__(self, kind: str, num_clips: int, cfg, seed: int):
+        from flowvid.data.synthetic import make_synthetic
+
+        if cfg.height != cfg.width:
+            raise ValueError(f"synthetic clips are square; got data.height={cfg.height}, data.width={cfg.width}")
+        fps = cfg.fps if cfg.fps > 0 else 8.0
+        self.family = make_synthetic(kind, num_clips=num_clips, size=cfg.height,
+                                     frames=(cfg.min_frames, cfg.max_frames), fps=fps, seed=seed)
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return len(self.family)
+
+    def frame_range(self, i: int) -> tuple[int, int]:
+        n = self.family.num_frames(i)  # a clip's length is part of its content
+        return n, n
+
+    def __getitem__(self, req: ClipRequest) -> Clip:
+        clip = self.family[req.index]
+        return Clip(frames=clip.frames[:req.num_frames], label=clip.label, fps=clip.fps,
+                    source=f"synthetic:{self.kind}:{req.index}", extras=clip.extras)

@@ -1,0 +1,98 @@
+"""Precomputed latents: clips stored as frames in .npy shards, with an index of where each clip lies.
+
+Layout of a split folder (e.g. LATENTS/train):
+    index.jsonl         one line per clip: shard, offset, num_frames, label, fps, source
+    shard_00000.npy     float16 (N, C, h, w), clips' frames back to back
+Shards are plain .npy (np.load with allow_pickle=False, memory-mapped), so loading never
+unpickles anything and a worker touches only the frames it reads.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from flowvid.data.clips import Clip, ClipRequest
+from flowvid.data.manifest import read_jsonl, write_jsonl
+
+
+@dataclass
+class LatentEntry:
+    shard: str
+    offset: int
+    num_frames: int
+    label: int = -1
+    fps: float = 0.0
+    source: str = ""
+
+
+def write_latent_shards(clips: Iterable[Clip], out_dir: str | Path, shard_frames: int = 4096) -> Path:
+    """Write clips (frames (F, C, h, w)) into shards of about `shard_frames` frames; returns the index path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries: list[LatentEntry] = []
+    pending: list[np.ndarray] = []
+    count, shard = 0, 0
+    for clip in clips:
+        n = clip.frames.shape[0]
+        if count and count + n > shard_frames:
+            _save_npy(out / _shard_name(shard), np.concatenate(pending))
+            pending, count, shard = [], 0, shard + 1
+        entries.append(LatentEntry(_shard_name(shard), count, n, clip.label, clip.fps, clip.source))
+        pending.append(clip.frames.detach().cpu().numpy().astype(np.float16))
+        count += n
+    if pending:
+        _save_npy(out / _shard_name(shard), np.concatenate(pending))
+    write_jsonl(out / "index.jsonl", entries)
+    return out / "index.jsonl"
+
+
+def _shard_name(i: int) -> str:
+    return f"shard_{i:05d}.npy"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
+    try:
+        np.save(tmp, array, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Clip windows from latent shards, at the latents' own frame rate."""
+
+    def __init__(self, root: str | Path, cfg):
+        self.root = Path(root)
+        index = self.root / "index.jsonl"
+        if not index.is_file():
+            raise FileNotFoundError(f"no latent index at {index} (expected a folder written by write_latent_shards)")
+        if cfg.fps > 0:
+            raise ValueError(f"latents keep their own frame rate; data.fps must be 0 with data.source=latents, got {cfg.fps}")
+        self.entries = read_jsonl(index, LatentEntry)
+        if not self.entries:
+            raise ValueError(f"{index} lists no clips")
+        self.frame_shape = tuple(self._shard(self.entries[0].shard).shape[1:])
+        self._open: dict[str, np.ndarray] = {}
+
+    def _shard(self, name: str) -> np.ndarray:
+        return np.load(self.root / name, mmap_mode="r", allow_pickle=False)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def frame_range(self, i: int) -> tuple[int, int]:
+        return 1, self.entries[i].num_frames
+
+    def __getitem__(self, req: ClipRequest) -> Clip:
+        e = self.entries[req.index]
+        if e.shard not in self._open:  # memory maps are opened lazily, inside each worker
+            self._open[e.shard] = self._shard(e.shard)
+        start = e.offset + int(np.random.default_rng(req.seed).integers(e.num_frames - req.num_frames + 1))
+        frames = torch.from_numpy(np.array(self._open[e.shard][start:start + req.num_frames], dtype=np.float32))
+        return Clip(frames=frames, label=e.label, fps=e.fps, source=e.source or f"{self.root}:{req.index}")

@@ -1,0 +1,90 @@
+"""The LightningDataModule: datasets, token-budget batches and workers, from one Config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from flowvid.config import Config, check_data_fits_model
+from flowvid.data.batching import ClipLengths, TokenBudgetBatchSampler
+from flowvid.data.clips import collate_clips
+from flowvid.data.datasets import ManifestDataset, SyntheticDataset
+from flowvid.data.manifest import read_manifest
+
+
+def tokens_per_frame(cfg: Config) -> int:
+    """Tokens the model spends on one frame: patches plus the frame token."""
+    m = cfg.model
+    return (m.height // m.patch_size) * (m.width // m.patch_size) + 1
+
+
+def build_dataset(cfg: Config, split: str):
+    """The train or val dataset the config describes; None when the split has no data."""
+    d = cfg.data
+    source = d.source.value
+    if source == "synthetic":
+        n = d.synthetic.num_clips if split == "train" else d.synthetic.val_clips
+        seed = cfg.seed if split == "train" else cfg.seed + 1_000_003  # a disjoint stream for validation
+        return SyntheticDataset(d.synthetic.kind, n, d, seed) if n else None
+    if source == "manifest":
+        path = d.manifest if split == "train" else d.val_manifest
+        return ManifestDataset(read_manifest(path), path, d) if path else None
+    from flowvid.data.latents import LatentDataset
+
+    root = Path(d.latents) / split
+    if split != "train" and not root.is_dir():
+        return None
+    ds = LatentDataset(root, d)
+    m = cfg.model
+    if ds.frame_shape != (m.in_channels, m.height, m.width):
+        raise ValueError(f"latents in {root} are {ds.frame_shape} per frame, the model takes "
+                         f"{(m.in_channels, m.height, m.width)} (model.in_channels, model.height, model.width)")
+    return ds
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Packed batches of clips under a token budget; each rank reads its own batches.
+
+    The batch sampler shards across ranks itself, so the Trainer must not replace it:
+    use Trainer(use_distributed_sampler=False).
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        check_data_fits_model(cfg)
+        self.cfg = cfg
+        self.datasets: dict[str, torch.utils.data.Dataset | None] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val"):
+            if split not in self.datasets:
+                self.datasets[split] = build_dataset(self.cfg, split)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "_trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def batch_sampler(self, split: str) -> TokenBudgetBatchSampler:
+        d = self.cfg.data
+        ds = self.datasets[split]
+        world, rank = self._world()
+        return TokenBudgetBatchSampler(
+            [ds.frame_range(i) for i in range(len(ds))], ClipLengths(d.min_frames, d.max_frames, d.frame_choices),
+            tokens_per_frame(self.cfg), d.tokens_per_batch, d.max_clips_per_batch,
+            shuffle=split == "train", seed=self.cfg.seed, num_replicas=world, rank=rank)
+
+    def _loader(self, split: str) -> torch.utils.data.DataLoader:
+        self.setup()
+        if self.datasets[split] is None:
+            raise ValueError(f"no {split} data configured (see data.synthetic.val_clips / data.val_manifest)")
+        workers = self.cfg.data.num_workers
+        return torch.utils.data.DataLoader(
+            self.datasets[split], batch_sampler=self.batch_sampler(split), collate_fn=collate_clips,
+            num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("val")

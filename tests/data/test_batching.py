@@ -1,0 +1,86 @@
+import collections
+
+import pytest
+import torch
+
+from flowvid.data.batching import ClipLengths, TokenBudgetBatchSampler
+from flowvid.data.clips import Clip, collate_clips
+
+RANGES = [(1, 4 + (i * 7) % 30) for i in range(200)]  # items of 4..33 frames available
+
+
+def sampler(**kw):
+    args = dict(frame_ranges=RANGES, lengths=ClipLengths(4, 16), tokens_per_frame=17, budget=17 * 40, seed=3)
+    args.update(kw)
+    return TokenBudgetBatchSampler(**args)
+
+
+def test_budget_is_never_exceeded_and_no_clip_is_lost():
+    s = sampler()
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        batches = list(s)
+        assert all(sum(r.num_frames for r in b) * 17 <= 17 * 40 for b in batches)
+        seen = collections.Counter(r.index for b in batches for r in b)
+        assert set(seen) == set(range(len(RANGES))) and max(seen.values()) == 1
+        for b in batches:
+            for r in b:
+                lo, hi = RANGES[r.index]
+                assert 4 <= r.num_frames <= min(16, hi)
+        # greedy packing: a batch closes only when the next clip would not fit
+        for b, nxt in zip(batches, batches[1:]):
+            assert (sum(r.num_frames for r in b) + nxt[0].num_frames) * 17 > 17 * 40
+
+
+def test_deterministic_per_epoch_and_seed():
+    a, b = sampler(), sampler()
+    a.set_epoch(5)
+    b.set_epoch(5)
+    assert list(a) == list(b)
+    b.set_epoch(6)
+    assert list(a) != list(b)
+    assert list(sampler(seed=4)) != list(sampler())
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_get_equal_disjoint_shards(world):
+    shards = [list(sampler(num_replicas=world, rank=r)) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1, "every rank steps the same number of times"
+    everything = sampler().all_batches()
+    pad = -len(everything) % world
+    got = collections.Counter(r.index for s in shards for b in s for r in b)
+    assert set(got) == set(range(len(RANGES)))
+    duplicated = {i for i, c in got.items() if c > 1}
+    padded = {r.index for b in everything[:pad] for r in b}
+    assert duplicated <= padded, "only the padding batches repeat"
+
+
+def test_max_clips_and_choices():
+    for b in sampler(max_clips=2):
+        assert len(b) <= 2
+    s = sampler(lengths=ClipLengths(1, 64, choices=[6, 10]))
+    assert {r.num_frames for b in s for r in b} == {6, 10}
+
+
+def test_items_too_short_for_the_policy_are_counted_not_packed():
+    s = sampler(frame_ranges=[(1, 3), (1, 20), (5, 5)], lengths=ClipLengths(4, 16))
+    got = [r.index for b in s for r in b]
+    assert sorted(got) == [1, 2] and s.skipped == 1
+
+
+def test_budget_below_one_clip_is_an_error():
+    with pytest.raises(ValueError, match="tokens_per_batch"):
+        sampler(budget=17 * 10)
+    with pytest.raises(ValueError, match="rank"):
+        sampler(num_replicas=2, rank=2)
+
+
+def test_collate_packs_and_drops_failed_reads():
+    clips = [Clip(torch.randn(n, 3, 4, 4), label=n, fps=8.0, source=str(n)) for n in (3, 5, 2)]
+    batch = collate_clips([clips[0], None, clips[1], clips[2]])
+    assert batch.cu_seqlens.tolist() == [0, 3, 8, 10] and batch.labels.tolist() == [3, 5, 2]
+    for got, clip in zip(batch.clips(), clips):
+        assert torch.equal(got, clip.frames)
+    assert collate_clips([None, None]) is None
+    with pytest.raises(ValueError, match="share"):
+        collate_clips([clips[0], Clip(torch.zeros(2, 3, 8, 8))])

@@ -1,0 +1,95 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from flowvid.config import load_config
+from flowvid.data.clips import ClipRequest, collate_clips
+from flowvid.data.datasets import ManifestDataset, frames_available, resample_times, resize_crop
+from flowvid.data.manifest import ManifestEntry, read_manifest, write_jsonl
+from flowvid.data.readers import probe
+
+from video_files import frame_ids, make_video, vfr_timestamps
+
+
+def data_cfg(*overrides):
+    return load_config("configs/tiny.yaml", ["data.source=manifest", "data.manifest=unused", "data.height=48",
+                                             "data.width=64", "data.crop=center", *overrides]).data
+
+
+def manifest_for(tmp_path, files, labels=None):
+    entries = []
+    for i, f in enumerate(files):
+        info = probe(f)
+        entries.append(ManifestEntry(f.name, info.num_frames, info.fps, info.width, info.height, info.duration,
+                                     info.codec, label=-1 if labels is None else labels[i]))
+    write_jsonl(tmp_path / "m.jsonl", entries)
+    return tmp_path / "m.jsonl"
+
+
+def decoded_ids(clip):
+    u8 = ((clip.frames.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    return frame_ids(u8)
+
+
+def test_frames_available_and_sample_times():
+    e = ManifestEntry("x", num_frames=48, fps=24.0, width=64, height=48, duration=2.0, codec="h264")
+    assert frames_available(e, 0) == 48 and frames_available(e, 12) == 24 and frames_available(e, 8) == 16
+    np.testing.assert_allclose(resample_times(0.5, 4, 10.0), [0.5, 0.6, 0.7, 0.8])
+
+
+@pytest.mark.parametrize("fps,step", [(0, 1), (24, 1), (12, 2), (8, 3)])
+def test_resampling_picks_every_step_th_frame(tmp_path, fps, step):
+    m = manifest_for(tmp_path, [make_video(tmp_path / "a.mp4", num_frames=48, fps=24)])
+    ds = ManifestDataset(read_manifest(m), m, data_cfg(f"data.fps={fps}", "data.reader=pyav"))
+    for seed in range(4):
+        ids = decoded_ids(ds[ClipRequest(0, 8, seed)])
+        assert (np.diff(ids) == step).all(), ids
+        assert 0 <= ids[0] and ids[-1] <= 47
+
+
+def test_variable_frame_rate_is_resampled_by_presentation_time(tmp_path):
+    m = manifest_for(tmp_path, [make_video(tmp_path / "v.mkv", num_frames=40, vfr=True, codec="libx264")])
+    ds = ManifestDataset(read_manifest(m), m, data_cfg("data.fps=20"))
+    ts = vfr_timestamps(40)
+    for seed in range(5):
+        ids = decoded_ids(ds[ClipRequest(0, 6, seed)])
+        # some start time t0 must explain every frame: frame = last one shown at t0 + k / 20
+        starts = np.linspace(0, ts[-1] - 5 / 20, 4000)
+        shown = np.searchsorted(ts, starts[:, None] + np.arange(6) / 20 + 1e-6, side="right") - 1
+        assert (shown == ids).all(axis=1).any(), ids
+
+
+def test_resize_and_crop():
+    frames = np.random.default_rng(0).integers(0, 256, (3, 40, 80, 3), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    x = resize_crop(frames, 16, 16, random_crop=False, rng=rng)
+    assert x.shape == (3, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    a = resize_crop(frames, 16, 16, True, np.random.default_rng(1))
+    b = resize_crop(frames, 16, 16, True, np.random.default_rng(2))
+    assert not torch.equal(a, b)
+    same = resize_crop(frames, 40, 80, False, rng)  # no resize, no crop: exact pixels
+    torch.testing.assert_close(same, torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1)
+
+
+def test_labels_and_short_files(tmp_path, caplog):
+    files = [make_video(tmp_path / f"{i}.mp4", num_frames=n, seed=i) for i, n in enumerate((30, 4, 20))]
+    m = manifest_for(tmp_path, files, labels=[2, 0, 1])
+    with caplog.at_level(logging.WARNING):
+        ds = ManifestDataset(read_manifest(m), m, data_cfg())  # min_frames 8: the 4-frame file is left out
+    assert len(ds) == 2 and "1 of 3 videos are shorter" in caplog.text
+    assert [ds[ClipRequest(i, 8, 0)].label for i in range(2)] == [2, 1]
+
+
+def test_a_file_that_breaks_later_is_skipped_then_too_many_stop_the_run(tmp_path, caplog):
+    files = [make_video(tmp_path / f"{i}.mkv", num_frames=24, seed=i, codec="mpeg4") for i in range(3)]
+    m = manifest_for(tmp_path, files)
+    ds = ManifestDataset(read_manifest(m), m, data_cfg("data.max_failed_fraction=0.2"))
+    files[1].write_bytes(b"")  # the file breaks after indexing
+    with caplog.at_level(logging.WARNING):
+        batch = collate_clips([ds[ClipRequest(i, 8, 0)] for i in range(3)])
+    assert batch.num_clips == 2 and ds.failures.failures == 1 and "skipped a clip" in caplog.text
+    with pytest.raises(RuntimeError, match=r"video reads failed .*max_failed_fraction=0.2"):
+        for _ in range(30):
+            ds[ClipRequest(1, 8, 0)]

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import torch
+
+from flowvid.config import load_config
+from flowvid.data.clips import Clip, ClipRequest
+from flowvid.data.latents import LatentDataset, write_latent_shards
+
+
+def test_shards_round_trip_and_windows(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    clips = [Clip(torch.randn(n, 4, 6, 6, generator=g), label=i, fps=6.0, source=f"c{i}") for i, n in enumerate((5, 9, 3, 12))]
+    index = write_latent_shards(clips, tmp_path / "train", shard_frames=10)
+    assert len(list((tmp_path / "train").glob("shard_*.npy"))) == 4  # 5 | 9 | 3 | 12: each shard holds <= 10 unless alone
+    cfg = load_config("configs/tiny.yaml", ["data.source=latents", f"data.latents={tmp_path}"]).data
+    ds = LatentDataset(index.parent, cfg)
+    assert ds.frame_shape == (4, 6, 6) and len(ds) == 4
+    assert [ds.frame_range(i) for i in range(4)] == [(1, 5), (1, 9), (1, 3), (1, 12)]
+    for i, clip in enumerate(clips):
+        whole = ds[ClipRequest(i, clip.frames.shape[0], seed=1)]
+        torch.testing.assert_close(whole.frames, clip.frames.half().float())
+        assert whole.label == i and whole.fps == 6.0
+    part = ds[ClipRequest(3, 4, seed=7)]
+    starts = [s for s in range(9) if torch.equal(part.frames, clips[3].frames[s:s + 4].half().float())]
+    assert len(starts) == 1
+
+
+def test_latents_refuse_resampling_and_missing_index(tmp_path):
+    cfg = load_config("configs/tiny.yaml", ["data.source=latents", f"data.latents={tmp_path}", "data.fps=12"]).data
+    with pytest.raises(FileNotFoundError, match="index.jsonl"):
+        LatentDataset(tmp_path, cfg)
+    write_latent_shards([Clip(torch.zeros(2, 1, 2, 2))], tmp_path)
+    with pytest.raises(ValueError, match="data.fps must be 0"):
+        LatentDataset(tmp_path, cfg)
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary files left behind"
+    assert np.load(tmp_path / "shard_00000.npy", allow_pickle=False).dtype == np.float16
