@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,10 @@ def _run(jobs: list[_Job], workers: int, progress: Callable[[int, int], None] | 
                 progress(i, len(jobs))
         return out
     out = []
-    with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+    # fork starts workers in milliseconds; probing uses PyAV only (no decord threads), so it is
+    # safe on Linux. Elsewhere fork is unsafe or missing: spawn.
+    ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    with ctx.Pool(min(workers, len(jobs))) as pool:
         for i, row in enumerate(pool.imap_unordered(_probe_job, jobs, chunksize=4), 1):
             out.append(row)
             if progress:
