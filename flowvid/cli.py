@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 EXIT_USAGE = 2
@@ -118,6 +119,31 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train from config into a run folder."""
+    from flowvid.config import load_config
+    from flowvid.training.module import TrainingStopped
+    from flowvid.training.run import train
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or f"runs/{Path(args.config[-1]).stem}"
+    try:
+        r = train(cfg, run_dir, args.resume)
+    except TrainingStopped as e:
+        print(f"flowvid train: stopped: {e}", file=sys.stderr)
+        return 1
+    print(f"{r.steps} steps ({r.skipped_steps} skipped) -> {r.last_checkpoint}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """EMA weights as safetensors plus the config, for the sampling tools."""
+    from flowvid.training.export import export_checkpoint
+
+    print(f"exported -> {export_checkpoint(args.ckpt, args.output)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowvid", description="Video synthesis with frame-insertion flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -138,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--frames", type=int, nargs="+", default=[1, 4, 16, 64], help="clip lengths to count FLOPs for")
     p.set_defaults(func=cmd_model_info)
+
+    p = sub.add_parser("train", help="train a model from config")
+    _add_config_args(p)
+    p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", default=None, metavar="auto|CKPT",
+                   help="auto: continue the run folder's last checkpoint if there is one; or a .ckpt path")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="write a checkpoint's EMA weights (safetensors) and config for sampling")
+    p.add_argument("--ckpt", required=True, help="a .ckpt written by flowvid train")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="data preparation: index a folder of videos, write synthetic sets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -161,9 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(level: int) -> None:
+    """Our loggers only: Lightning configures its own, and a root handler would print its lines twice."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in ("flowvid", "data_pipelines"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    _setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

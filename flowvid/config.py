@@ -206,6 +206,58 @@ class DataConfig:
             yield "latents", "is required when data.source=latents (a folder of latent shards)"
 
 
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+    linear = "linear"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup, then a constant, cosine or linear schedule; gradient clipping."""
+
+    lr: float = 1e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0  # not applied to norms, biases and embeddings
+    warmup_steps: int = 1000
+    schedule: Schedule = Schedule.constant
+    min_lr_ratio: float = 0.0  # cosine/linear decay ends at lr * min_lr_ratio at trainer.max_steps
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.lr <= 0:
+            yield "lr", f"must be > 0, got {self.lr}"
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            yield "betas", f"must be two numbers in [0, 1), got {list(self.betas)}"
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+            yield "weight_decay", "weight_decay, warmup_steps and grad_clip must be >= 0"
+        if not 0 <= self.min_lr_ratio <= 1:
+            yield "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}"
+
+
+@dataclass
+class TrainConfig:
+    """What the training loop does besides the optimizer step."""
+
+    ema_decay: float = 0.9999  # EMA weights are used for validation, sampling and export
+    ema_start: int = 0  # steps before the EMA starts tracking (it copies the weights until then)
+    label_dropout: float = 0.1  # share of labels replaced by the null label (classifier-free guidance)
+    val_times: List[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])  # where on the path
+    max_nonfinite_steps: int = 5  # consecutive non-finite losses before the run stops
+    compile: bool = False  # torch.compile each transformer block (GPU training)
+    checkpoint_every: int = 1000  # steps between checkpoints (last.ckpt is always the newest)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not 0 <= self.ema_decay < 1:
+            yield "ema_decay", f"must be in [0, 1), got {self.ema_decay}"
+        if not 0 <= self.label_dropout <= 1:
+            yield "label_dropout", f"must be in [0, 1], got {self.label_dropout}"
+        if any(not 0 <= q <= 1 for q in self.val_times):
+            yield "val_times", f"are fractions of each path's time range, in [0, 1]; got {list(self.val_times)}"
+        if self.max_nonfinite_steps < 1 or self.checkpoint_every < 1 or self.ema_start < 0:
+            yield "max_nonfinite_steps", "max_nonfinite_steps and checkpoint_every must be >= 1, ema_start >= 0"
+
+
 @dataclass
 class Config:
     """One whole experiment."""
@@ -215,6 +267,8 @@ class Config:
     path: PathConfig = field(default_factory=PathConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     # Lightning Trainer options under Lightning's own names, e.g. trainer.max_steps=20.
     trainer: Dict[str, Any] = field(default_factory=dict)
 
@@ -234,11 +288,19 @@ def load_config(files: str | Path | Sequence[str | Path] = (), overrides: Sequen
     """Merge YAML files (in order) and dotted `key=value` overrides onto the schema; validate."""
     if isinstance(files, (str, Path)):
         files = [files]
+    return _build(lambda: [part for path in files for part in _expand_defaults(Path(path), seen=())], overrides)
+
+
+def config_from_yaml(text: str) -> Config:
+    """A config from YAML text, e.g. the one a checkpoint carries; validated like a file."""
+    return _build(lambda: [OmegaConf.create(text)], ())
+
+
+def _build(parts, overrides: Sequence[str]) -> Config:
     merged = OmegaConf.structured(Config)
     try:
-        for path in files:
-            for part in _expand_defaults(Path(path), seen=()):
-                merged = OmegaConf.merge(merged, part)
+        for part in parts():
+            merged = OmegaConf.merge(merged, part)
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:

@@ -51,6 +51,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self.max_clips, self.shuffle, self.seed = max_clips, shuffle, seed
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
         self.skipped = 0  # items whose frame range admits no allowed length, last epoch
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done): resume mid-epoch
         self._cache: tuple[int, list] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -88,7 +89,11 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         return batches[self.rank::self.num_replicas]
 
     def __iter__(self) -> Iterator[list[ClipRequest]]:
-        return iter(self._mine())
+        mine = self._mine()
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            # the trainer counts the batches it already did; __len__ stays the whole epoch
+            mine = mine[self.resume_at[1]:]
+        return iter(mine)
 
     def __len__(self) -> int:
         return len(self._mine())

@@ -24,6 +24,7 @@ class Clip:
     fps: float = 0.0
     source: str = ""  # file path or synthetic family and index
     extras: dict = field(default_factory=dict)  # per-family ground truth (synthetic sets)
+    seed: int = 0  # the request's seed: the trainer derives this clip's path draws from it
 
 
 @dataclass
@@ -36,6 +37,7 @@ class PackedClips:
     fps: Tensor  # (B,) float
     sources: list[str]
     extras: list[dict]
+    seeds: Tensor  # (B,) long, each clip's request seed
 
     @property
     def num_clips(self) -> int:
@@ -67,4 +69,5 @@ def collate_clips(items: Sequence[Clip | None]) -> PackedClips | None:
         fps=torch.tensor([c.fps for c in clips], dtype=torch.float32),
         sources=[c.source for c in clips],
         extras=[c.extras for c in clips],
+        seeds=torch.tensor([c.seed for c in clips], dtype=torch.long),
     )

@@ -107,7 +107,7 @@ class ManifestDataset(torch.utils.data.Dataset):
             return None
         self.failures.ok()
         x = resize_crop(frames, self.cfg.height, self.cfg.width, self.cfg.crop.value == "random", rng)
-        return Clip(frames=x, label=entry.label, fps=fps, source=str(path))
+        return Clip(frames=x, label=entry.label, fps=fps, source=str(path), seed=req.seed)
 
     def _read(self, path: Path, entry: ManifestEntry, n: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         backend = getattr(self.cfg.reader, "value", self.cfg.reader)
@@ -149,4 +149,4 @@ class SyntheticDataset(torch.utils.data.Dataset):
     def __getitem__(self, req: ClipRequest) -> Clip:
         clip = self.family[req.index]
         return Clip(frames=clip.frames[:req.num_frames], label=clip.label, fps=clip.fps,
-                    source=f"synthetic:{self.kind}:{req.index}", extras=clip.extras)
+                    source=f"synthetic:{self.kind}:{req.index}", extras=clip.extras, seed=req.seed)

@@ -95,4 +95,4 @@ class LatentDataset(torch.utils.data.Dataset):
             self._open[e.shard] = self._shard(e.shard)
         start = e.offset + int(np.random.default_rng(req.seed).integers(e.num_frames - req.num_frames + 1))
         frames = torch.from_numpy(np.array(self._open[e.shard][start:start + req.num_frames], dtype=np.float32))
-        return Clip(frames=frames, label=e.label, fps=e.fps, source=e.source or f"{self.root}:{req.index}")
+        return Clip(frames=frames, label=e.label, fps=e.fps, source=e.source or f"{self.root}:{req.index}", seed=req.seed)

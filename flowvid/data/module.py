@@ -79,8 +79,12 @@ class VideoDataModule(L.LightningDataModule):
         if self.datasets[split] is None:
             raise ValueError(f"no {split} data configured (see data.synthetic.val_clips / data.val_manifest)")
         workers = self.cfg.data.num_workers
+        sampler = self.batch_sampler(split)
+        module = getattr(getattr(self, "_trainer", None), "lightning_module", None)
+        if split == "train" and getattr(module, "resume_position", None) is not None:
+            sampler.resume_at = module.resume_position
         return torch.utils.data.DataLoader(
-            self.datasets[split], batch_sampler=self.batch_sampler(split), collate_fn=collate_clips,
+            self.datasets[split], batch_sampler=sampler, collate_fn=collate_clips,
             num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:

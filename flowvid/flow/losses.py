@@ -36,11 +36,15 @@ def velocity_loss(v_pred: Tensor, v_target: Tensor, flowing: Tensor) -> Tensor:
 
     Dividing by D keeps the balance against the insertion loss independent of frame size.
     """
+    return masked_mean(per_frame_velocity_error(v_pred, v_target), flowing)
+
+
+def per_frame_velocity_error(v_pred: Tensor, v_target: Tensor) -> Tensor:
+    """(m,) ||v_hat_i - v_i||^2 / D per frame."""
     if v_pred.shape != v_target.shape:
         raise ValueError(f"velocity prediction {tuple(v_pred.shape)} and target {tuple(v_target.shape)} differ")
     diff = _at_least_float32(v_pred) - _at_least_float32(v_target)
-    per_frame = diff.pow(2).flatten(1).mean(1)  # (m,)
-    return masked_mean(per_frame, flowing)
+    return diff.pow(2).flatten(1).mean(1)
 
 
 def rate_and_log_rate(head: Tensor, link: str = "softplus") -> tuple[Tensor, Tensor]:

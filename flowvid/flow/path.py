@@ -123,12 +123,18 @@ class InsertionPath:
         u = self.kappa.inverse(torch.rand(num_frames, generator=generator, device=device))
         return torch.where(start | context, 0.0, u)
 
-    def global_time(self, u: Tensor, context: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """tau_g on [lo, 1 + max u] over free frames, so that at least one free frame flows."""
+    def global_time(self, u: Tensor, context: Tensor, generator: torch.Generator | None = None,
+                    fraction: float | None = None) -> Tensor:
+        """tau_g on [lo, 1 + max u] over free frames, so that at least one free frame flows.
+
+        `fraction` in [0, 1] replaces the time distribution's draw r (validation at fixed times).
+        """
         free_u = u[~context]
         if free_u.numel() == 0:
             raise ValueError("a clip needs at least one non-context frame to train on; all frames are context")
         r = self.time.unit(1, generator, u.device).clamp(max=_R_MAX)[0]
+        if fraction is not None:
+            r = torch.full_like(r, min(float(fraction), _R_MAX))
         if self.kind == "autoregressive":
             # j uniform over the frames to generate, then the time distribution within frame j.
             j = torch.randint(free_u.numel(), (), generator=generator, device=u.device)
@@ -180,14 +186,16 @@ class InsertionPath:
         context: FrameSpec = None,
         passive: FrameSpec = None,
         tau: float | Tensor | None = None,
+        fraction: float | None = None,
     ) -> PathSample:
-        """One clip x1: (F, C, H, W). `context`/`passive`: frame masks or indices; `tau` fixes tau_g."""
+        """One clip x1: (F, C, H, W). `context`/`passive`: frame masks or indices; `tau` fixes tau_g,
+        `fraction` fixes where tau_g falls in its range (0 = start, 1 = end)."""
         if x1.dim() != 4:
             raise ValueError(f"frames must be (F, C, H, W), got {tuple(x1.shape)}")
         ctx, pas = task_masks(x1.shape[0], context, passive, x1.device)
         u = self.delays(x1.shape[0], ctx, generator)
         if tau is None:
-            tau = self.global_time(u, ctx, generator)
+            tau = self.global_time(u, ctx, generator, fraction)
         elif float(tau) < 0:
             raise ValueError(f"global time tau must be >= 0, got {float(tau)}")
         return self.at(x1, u, tau, ctx, pas, generator)
@@ -195,12 +203,16 @@ class InsertionPath:
     def sample_batch(
         self,
         clips: Sequence[Tensor],
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         context: Sequence[FrameSpec] | None = None,
         passive: Sequence[FrameSpec] | None = None,
         tau: Sequence[float] | Tensor | None = None,
+        fraction: float | None = None,
     ) -> PackedPathSample:
-        """Clips of different lengths (same C, H, W), sampled in turn and packed without padding."""
+        """Clips of different lengths (same C, H, W), sampled in turn and packed without padding.
+
+        `generator`: one shared by all clips, or one per clip (a clip's draws then do not depend
+        on which batch or rank it lands in)."""
         if len(clips) == 0:
             raise ValueError("sample_batch needs at least one clip, got an empty list")
         shapes = {tuple(c.shape[1:]) for c in clips}
@@ -210,10 +222,11 @@ class InsertionPath:
         context = [None] * n if context is None else context
         passive = [None] * n if passive is None else passive
         taus = [None] * n if tau is None else list(tau)
-        if not len(context) == len(passive) == len(taus) == n:
-            raise ValueError(f"context, passive and tau need one entry per clip ({n})")
-        samples = [self.sample(c, generator, ctx, pas, tt) for c, ctx, pas, tt in zip(clips, context, passive, taus)]
-        return pack(samples)
+        gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * n
+        if not len(context) == len(passive) == len(taus) == len(gens) == n:
+            raise ValueError(f"context, passive, tau and generators need one entry per clip ({n})")
+        return pack([self.sample(c, g, ctx, pas, tt, fraction)
+                     for c, g, ctx, pas, tt in zip(clips, gens, context, passive, taus)])
 
 
 def pack(samples: Sequence[PathSample]) -> PackedPathSample:

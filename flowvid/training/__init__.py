@@ -1,0 +1,1 @@
+"""Training: the LightningModule, EMA, optimizer and schedule, checkpoints, the run function."""

@@ -1,0 +1,46 @@
+"""Checkpoints written atomically, and found again for `--resume auto`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temporary file in the same folder, fsync, then rename over the target.
+
+    A run killed while saving leaves the previous checkpoint intact, never a half-written one.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:
+    """None (start fresh), 'auto' (the run's last.ckpt if there is one) or a checkpoint path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = checkpoint_dir(run_dir) / "last.ckpt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
+    return path

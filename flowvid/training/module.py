@@ -1,0 +1,216 @@
+"""The LightningModule: sample the insertion path per clip, pack, forward, velocity + insertion loss.
+
+Optimisation is manual so that a non-finite loss can be skipped on every rank at once (DDP
+must not see one rank step while another skips) and so that each step reads like the method.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from flowvid.config import Config, to_yaml
+from flowvid.data.clips import PackedClips
+from flowvid.flow import InsertionPath, LossTerms, insertion_loss, velocity_loss
+from flowvid.flow.losses import per_frame_velocity_error
+from flowvid.models import SpatioTemporalDiT
+from flowvid.training.optim import build_optimizer
+
+log = logging.getLogger(__name__)
+TIME_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # velocity loss is also logged per bucket of t
+
+
+class TrainingStopped(Exception):
+    """The run cannot go on (e.g. the loss stayed non-finite); a checkpoint was written first."""
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (numpy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class FlowceptionModule(L.LightningModule):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.automatic_optimization = False
+        self.model = SpatioTemporalDiT(cfg.model)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.path = InsertionPath.from_config(cfg.path)
+        self.nonfinite_in_a_row = 0
+        self.skipped_steps = 0
+        self.batches_in_epoch = 0  # for resuming mid-epoch at the same batch
+        self.resume_position: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+        self._last_step_end: float | None = None
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        total = int(self.trainer.max_steps) if self.trainer and self.trainer.max_steps > 0 else 0
+        opt, sched = build_optimizer(self.model, self.cfg.optim, total)
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+    def configure_model(self) -> None:
+        if self.cfg.train.compile:
+            for blk in self.model.blocks:
+                blk.compile()
+
+    # -- the method ------------------------------------------------------------------------
+
+    def generators(self, batch: PackedClips, step: int, salt: int) -> list[torch.Generator]:
+        """One generator per clip from (seed, the clip's request seed, step, salt): a clip's draws
+        do not depend on which rank or batch it is in."""
+        gens = []
+        for clip_seed in batch.seeds.tolist():
+            g = torch.Generator(device=self.device)
+            g.manual_seed(mix_seed(self.cfg.seed, clip_seed, step, salt))
+            gens.append(g)
+        return gens
+
+    def labels(self, batch: PackedClips, gens: list[torch.Generator], drop: float) -> Tensor | None:
+        """Class labels, each replaced by the null label (-1) with probability `drop`."""
+        if self.cfg.model.num_classes == 0:
+            return None
+        keep = torch.stack([torch.rand((), generator=g, device=self.device) >= drop for g in gens])
+        return torch.where(keep, batch.labels.to(self.device), -1)
+
+    def loss(self, model, batch: PackedClips, gens: list[torch.Generator], fraction: float | None = None,
+             drop: float = 0.0):
+        """Sample the path for every clip, pack, forward: L = L_velocity + w_ins * L_insertion."""
+        sample = self.path.sample_batch(batch.clips(), generator=gens, fraction=fraction)
+        out = model.forward_sample(sample, self.labels(batch, gens, drop))
+        return sample, out
+
+    def global_terms(self, sample, out) -> LossTerms:
+        """Losses averaged over the frames of all ranks: each rank's mean is re-weighted by its share
+        of the global count (times the world size, as DDP averages gradients), so a DDP step equals
+        one step on the union of the ranks' batches."""
+        n_flow, n_active = sample.flowing.sum(), sample.active.sum()
+        counts, world = self.reduce_counts(torch.stack([n_flow, n_active]).float())
+        w_flow = n_flow * world / counts[0].clamp_min(1)
+        w_active = n_active * world / counts[1].clamp_min(1)
+        lv = velocity_loss(out.velocity, sample.v_target, sample.flowing) * w_flow
+        li = insertion_loss(out.rate_head, sample.k, sample.active, self.cfg.model.rate_link) * w_active
+        return LossTerms(total=lv + self.cfg.loss.insertion_weight * li, velocity=lv, insertion=li)
+
+    @staticmethod
+    def reduce_counts(counts: Tensor) -> tuple[Tensor, int]:
+        """Sum counts over ranks; returns them and the world size."""
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+            return counts, dist.get_world_size()
+        return counts, 1
+
+    def training_step(self, batch: PackedClips | None, batch_idx: int) -> None:
+        self.batches_in_epoch += 1
+        if batch is None:  # every read in this batch failed: take part in the collectives, skip everywhere
+            self.reduce_counts(torch.zeros(2, device=self.device))
+            self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
+            return
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        gens = self.generators(batch, self.global_step, salt=0)
+        sample, out = self.loss(self.model, batch, gens, drop=self.cfg.train.label_dropout)
+        terms = self.global_terms(sample, out)
+        if not self.finite_everywhere(terms.total):
+            self.on_nonfinite()
+            return
+        self.nonfinite_in_a_row = 0
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(terms.total)
+        if self.cfg.optim.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        sched.step()
+        self.update_ema()
+        self.log_step(terms, sample, out, batch)
+
+    # -- EMA ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * weights; a plain copy before train.ema_start."""
+        decay = self.cfg.train.ema_decay if self.global_step >= self.cfg.train.ema_start else 0.0
+        ema, live = list(self.ema.parameters()), list(self.model.parameters())
+        torch._foreach_lerp_(ema, live, 1.0 - decay)
+
+    # -- non-finite losses --------------------------------------------------------------------
+
+    def finite_everywhere(self, loss: Tensor) -> bool:
+        flag = torch.isfinite(loss.detach()).float().reshape(1)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def on_nonfinite(self) -> None:
+        self.nonfinite_in_a_row += 1
+        self.skipped_steps += 1
+        log.warning("non-finite loss at step %d: step skipped (%d in a row, %d in all)",
+                    self.global_step, self.nonfinite_in_a_row, self.skipped_steps)
+        self.log("train/skipped_steps", float(self.skipped_steps), rank_zero_only=True)
+        if self.nonfinite_in_a_row >= self.cfg.train.max_nonfinite_steps:
+            path = Path(self.trainer.default_root_dir) / "checkpoints" / "nonfinite.ckpt"
+            self.trainer.save_checkpoint(path, weights_only=False)
+            raise TrainingStopped(f"loss was not finite for {self.nonfinite_in_a_row} steps in a row at step "
+                                  f"{self.global_step}; stopped (checkpoint: {path}). Lower optim.lr or check the data")
+
+    # -- logging ------------------------------------------------------------------------------
+
+    def log_step(self, terms: LossTerms, sample, out, batch: PackedClips) -> None:
+        now = time.perf_counter()
+        logs = {"train/loss": terms.total.detach(), "train/velocity": terms.velocity.detach(),
+                "train/insertion": terms.insertion.detach(),
+                "train/visible_fraction": sample.lengths.sum() / sample.num_frames.sum(),
+                "train/lr": self.lr_schedulers().get_last_lr()[0]}
+        if self._last_step_end is not None:
+            dt = now - self._last_step_end
+            logs["train/tokens_per_s"] = float(sample.lengths.sum()) * self.model.tokens_per_frame / dt
+            logs["train/clips_per_s"] = batch.num_clips / dt
+        self._last_step_end = now
+        err = per_frame_velocity_error(out.velocity.detach(), sample.v_target)
+        bucket = torch.bucketize(sample.t, torch.tensor(TIME_BUCKETS[1:-1], device=sample.t.device))
+        for b, (lo, hi) in enumerate(zip(TIME_BUCKETS, TIME_BUCKETS[1:])):
+            mask = sample.flowing & (bucket == b)
+            if mask.any():
+                logs[f"train/velocity_t{lo:.1f}-{hi:.1f}"] = err[mask].mean()
+        self.log_dict(logs, prog_bar=False, batch_size=batch.num_clips)
+        self.log("train/loss_bar", terms.total.detach(), prog_bar=True, logger=False, batch_size=batch.num_clips)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def validation_step(self, batch: PackedClips, batch_idx: int) -> None:
+        """EMA losses at fixed fractions of each clip's time range; the draws are the same every time."""
+        totals = []
+        for i, q in enumerate(self.cfg.train.val_times):
+            gens = self.generators(batch, step=0, salt=1000 + i)
+            sample, out = self.loss(self.ema, batch, gens, fraction=q)
+            lv = velocity_loss(out.velocity, sample.v_target, sample.flowing)
+            li = insertion_loss(out.rate_head, sample.k, sample.active, self.cfg.model.rate_link)
+            totals.append(lv + self.cfg.loss.insertion_weight * li)
+            self.log_dict({f"val/velocity@{q:g}": lv, f"val/insertion@{q:g}": li}, sync_dist=True,
+                          batch_size=batch.num_clips)
+        self.log("val/loss", torch.stack(totals).mean(), sync_dist=True, prog_bar=True, batch_size=batch.num_clips)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        if self.resume_position is None or self.resume_position[0] != self.current_epoch:
+            self.batches_in_epoch = 0
+        else:
+            self.batches_in_epoch = self.resume_position[1]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the config travels as YAML text: loading a checkpoint never needs to unpickle our classes
+        checkpoint["flowvid"] = {"config": to_yaml(self.cfg), "epoch": self.current_epoch,
+                                 "batches_in_epoch": self.batches_in_epoch, "skipped_steps": self.skipped_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("flowvid", {})
+        self.resume_position = (state.get("epoch", 0), state.get("batches_in_epoch", 0))
+        self.skipped_steps = state.get("skipped_steps", 0)

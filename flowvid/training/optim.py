@@ -1,0 +1,40 @@
+"""AdamW with decoupled weight decay on matrices only, and a warmup-then-decay schedule."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices; none on biases, norms, embeddings and learned tokens."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        matrix = p.dim() == 2 and id(p) not in embeddings
+        (decay if matrix else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """Linear warmup to 1 over `warmup` steps, then constant, cosine or linear decay to min_ratio at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
+    return min_ratio + (1 - min_ratio) * shape
+
+
+def build_optimizer(model: nn.Module, cfg, total_steps: int):
+    """AdamW (fused on CUDA) and its LambdaLR schedule, from an OptimConfig."""
+    fused = next(model.parameters()).is_cuda
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused)
+    schedule = getattr(cfg.schedule, "value", cfg.schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, cfg.warmup_steps, total_steps, schedule, cfg.min_lr_ratio))
+    return opt, sched

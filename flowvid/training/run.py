@@ -1,0 +1,103 @@
+"""`flowvid train`: a run folder, a Lightning Trainer from config, fit, a final checkpoint."""
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from flowvid.config import Config, ConfigError, to_yaml
+from flowvid.data.module import VideoDataModule
+from flowvid.models.dit import Block
+from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, resolve_resume
+from flowvid.training.module import FlowceptionModule
+
+log = logging.getLogger(__name__)
+# Expected here, not problems: the EMA copy stays in eval mode; with manual optimisation a
+# step's checkpoint holds the weights after that step, which is what resuming needs.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    last_checkpoint: Path
+    steps: int
+    skipped_steps: int
+
+
+def strategy(cfg: Config):
+    """Lightning's strategy by name; `fsdp` shards each transformer block (and its EMA copy)."""
+    name = cfg.trainer.get("strategy", "auto")
+    if name == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return FSDPStrategy(auto_wrap_policy={Block}, sharding_strategy="FULL_SHARD")
+    return name
+
+
+def check_trainer_keys(options: dict) -> None:
+    """trainer.* must be Trainer arguments; an unknown one fails in one line with the closest names."""
+    valid = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", "logger", "callbacks", "plugins",
+                                                                     "default_root_dir", "use_distributed_sampler"}
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=3) or sorted(valid)[:8]
+            raise ConfigError(f"unknown config key 'trainer.{key}'; Lightning Trainer options near it: {', '.join(close)}")
+
+
+def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
+    check_trainer_keys(cfg.trainer)
+    opts = dict(cfg.trainer)
+    opts["strategy"] = strategy(cfg)
+    on_gpu = torch.cuda.is_available() and opts.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+    opts.setdefault("precision", "bf16-mixed" if on_gpu else "32-true")
+    if not has_val:
+        opts["limit_val_batches"] = 0
+    ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="step{step:08d}", auto_insert_metric_name=False,
+                           every_n_train_steps=cfg.train.checkpoint_every, save_last=True, save_top_k=3,
+                           monitor="step", mode="max")
+    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
+    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt], plugins=[AtomicCheckpointIO()],
+                     use_distributed_sampler=False, **opts)
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    """The resolved config in the run folder, atomically; a resumed run with other settings is noted."""
+    path = run_dir / "config.yaml"
+    text = to_yaml(cfg)
+    if path.is_file() and path.read_text() != text:
+        log.warning("%s differs from this run's config; the previous one is kept as config.prev.yaml", path)
+        os.replace(path, run_dir / "config.prev.yaml")
+    tmp = path.with_name(f".config.yaml.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainResult:
+    """Train from config into run_dir; resume: None, 'auto' or a checkpoint path."""
+    run_dir = Path(run_dir)
+    ckpt_path = resolve_resume(run_dir, resume)  # every check that can fail runs before anything is written
+    datamodule = VideoDataModule(cfg)
+    datamodule.setup()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = FlowceptionModule(cfg)
+    trainer = build_trainer(cfg, run_dir, has_val=datamodule.datasets["val"] is not None)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, cfg)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    last = checkpoint_dir(run_dir) / "last.ckpt"
+    trainer.save_checkpoint(last, weights_only=False)
+    return TrainResult(run_dir, last, trainer.global_step, module.skipped_steps)

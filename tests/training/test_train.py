@@ -1,0 +1,125 @@
+import csv
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from flowvid.cli import main
+from flowvid.models import SpatioTemporalDiT
+from flowvid.training.export import load_model
+from flowvid.training.module import FlowceptionModule, TrainingStopped
+from flowvid.training.optim import lr_factor
+from flowvid.training.run import train
+
+from train_helpers import FAST, ckpt_params, tiny
+
+
+def test_cli_trains_exports_and_loads(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *FAST, "trainer.max_steps=12"]) == 0
+    assert "12 steps (0 skipped)" in capsys.readouterr().out
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "checkpoints" / "step00000010.ckpt").is_file()
+    rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
+    cols = rows[0].keys()
+    for name in ("train/loss", "train/velocity", "train/insertion", "train/visible_fraction", "train/tokens_per_s",
+                 "val/loss", "val/velocity@0.5", "train/velocity_t0.0-0.2"):
+        assert name in cols
+    assert any(r["val/loss"] for r in rows), "validation ran at step 10"
+    assert list((run / "logs").glob("events.out.tfevents.*")), "TensorBoard events written"
+
+    out = tmp_path / "export"
+    assert main(["export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "-o", str(out)]) == 0
+    weights = load_file(str(out / "model.safetensors"))
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    for k, v in weights.items():
+        assert torch.equal(v, state["ema." + k]), "the export holds the EMA weights"
+    model, cfg = load_model(out)
+    assert isinstance(model, SpatioTemporalDiT) and not model.training and cfg.model.dim == 64
+    from_ckpt, _ = load_model(run / "checkpoints" / "last.ckpt")
+    for (k, a), (_, b) in zip(model.state_dict().items(), from_ckpt.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_bad_config_or_missing_data_exit_2_and_create_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    for args in (["data.source=manifest", f"data.manifest={tmp_path / 'missing.jsonl'}"],
+                 ["optim.lr=-1"], ["trainer.max_stepz=3"], ["data.height=32"]):
+        assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("flowvid train: error:"), err
+        assert not run.exists()
+    assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), "--resume", str(tmp_path / "x.ckpt")]) == 2
+    assert not run.exists()
+    assert main(["export", "--ckpt", str(tmp_path / "x.ckpt"), "-o", str(tmp_path / "e")]) == 2
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint")
+    assert main(["export", "--ckpt", str(tmp_path / "junk.ckpt"), "-o", str(tmp_path / "e")]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_overfits_a_handful_of_clips(tmp_path):
+    # 4 fixed clips, one batch; width 128 keeps the model under 1M parameters (measured: 7.4x, 2.5x)
+    cfg = tiny("data.synthetic.num_clips=4", "data.synthetic.val_clips=0", "data.tokens_per_batch=1088",
+               "model.dim=128", "optim.lr=3e-3", "optim.warmup_steps=20", "optim.schedule=cosine",
+               "optim.min_lr_ratio=0.05", "trainer.max_steps=600", "train.checkpoint_every=1000",
+               "trainer.limit_val_batches=0")
+    from flowvid.data.module import VideoDataModule
+
+    dm = VideoDataModule(cfg)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    module = FlowceptionModule(cfg)
+
+    def losses():
+        terms = []
+        with torch.no_grad():
+            for i, q in enumerate((0.1, 0.3, 0.5, 0.7, 0.9)):
+                sample, out = module.loss(module.model, batch, module.generators(batch, 0, 500 + i), fraction=q)
+                terms.append(module.global_terms(sample, out))
+        return sum(t.velocity for t in terms).item(), sum(t.insertion for t in terms).item()
+
+    v0, i0 = losses()
+    import lightning as L
+    trainer = L.Trainer(max_steps=600, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        use_distributed_sampler=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=dm)
+    v1, i1 = losses()
+    assert v0 / v1 >= 5, f"velocity loss {v0:.3f} -> {v1:.3f}"
+    assert i0 / i1 >= 2, f"insertion loss {i0:.3f} -> {i1:.3f}"
+
+
+@pytest.mark.parametrize("bad_steps,stops", [({2, 3}, False), (set(range(100)), True)])
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch, bad_steps, stops):
+    original = SpatioTemporalDiT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] - 1 in bad_steps:
+                out.velocity = out.velocity * float("nan")
+        return out
+
+    monkeypatch.setattr(SpatioTemporalDiT, "forward", poisoned)
+    cfg = tiny("trainer.max_steps=8", "train.max_nonfinite_steps=3", "trainer.limit_val_batches=0")
+    if stops:
+        with pytest.raises(TrainingStopped, match="not finite for 3 steps in a row"):
+            train(cfg, tmp_path / "run")
+        assert (tmp_path / "run" / "checkpoints" / "nonfinite.ckpt").is_file()
+        return
+    r = train(cfg, tmp_path / "run")
+    assert r.skipped_steps == 2 and r.steps == 8
+    params = ckpt_params(r.last_checkpoint)
+    assert all(torch.isfinite(v).all() for v in params.values())
+
+
+def test_learning_rate_schedule():
+    assert lr_factor(0, 10, 100, "constant", 0.0) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, "cosine", 0.0) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, "cosine", 0.0) == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_factor(55, 10, 100, "linear", 0.0) == pytest.approx(0.5)
+    assert lr_factor(500, 10, 100, "constant", 0.0) == 1.0
