@@ -52,6 +52,9 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
         self.skipped = 0  # items whose frame range admits no allowed length, last epoch
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done): resume mid-epoch
+        # Lightning calls set_epoch on `batch_sampler.sampler` (lightning.fabric.utilities.data.
+        # _set_sampler_epoch), not on the batch sampler: point it here so each epoch reshuffles.
+        self.sampler = self
         self._cache: tuple[int, list] | None = None
 
     def set_epoch(self, epoch: int) -> None:

@@ -62,8 +62,7 @@ class VideoDataModule(L.LightningDataModule):
                 self.datasets[split] = build_dataset(self.cfg, split)
 
     def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "_trainer", None)
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
 
     def batch_sampler(self, split: str) -> TokenBudgetBatchSampler:
         d = self.cfg.data
@@ -80,8 +79,10 @@ class VideoDataModule(L.LightningDataModule):
             raise ValueError(f"no {split} data configured (see data.synthetic.val_clips / data.val_manifest)")
         workers = self.cfg.data.num_workers
         sampler = self.batch_sampler(split)
-        module = getattr(getattr(self, "_trainer", None), "lightning_module", None)
+        module = self.trainer.lightning_module if self.trainer is not None else None
         if split == "train" and getattr(module, "resume_position", None) is not None:
+            # the first iterator of a resumed run is made before Lightning sets the epoch
+            sampler.set_epoch(module.resume_position[0])
             sampler.resume_at = module.resume_position
         return torch.utils.data.DataLoader(
             self.datasets[split], batch_sampler=sampler, collate_fn=collate_clips,

@@ -38,9 +38,16 @@ def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:
     if resume is None:
         return None
     if resume == "auto":
-        last = checkpoint_dir(run_dir) / "last.ckpt"
-        return last if last.is_file() else None
+        return newest_checkpoint(run_dir)
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
     return path
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The run's most recently written checkpoint: a kill between writing stepN.ckpt and
+    last.ckpt leaves stepN the newest. Temporary files (.name.tmp-PID) never count."""
+    found = [p for p in checkpoint_dir(run_dir).glob("*.ckpt") if not p.name.startswith(".")
+             and p.name != "nonfinite.ckpt"]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None

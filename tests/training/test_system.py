@@ -1,0 +1,108 @@
+"""System tests through real processes: SIGKILL and resume; DDP across two 'nodes' on gloo."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import lightning as L
+import pytest
+import torch
+
+from flowvid.data.module import VideoDataModule
+from flowvid.training.checkpoint import newest_checkpoint
+from flowvid.training.module import FlowceptionModule
+
+from train_helpers import FAST, assert_same_params, ckpt_params, tiny
+
+pytestmark = pytest.mark.slow
+TRAIN = [sys.executable, "-m", "flowvid.cli", "train", "-c", "configs/tiny.yaml", *FAST]
+# 16 clips a batch: slow enough (about 0.1 s a step) to be killed in the middle of the run
+RESUME_RUN = ["data.tokens_per_batch=4352", "trainer.max_steps=40", "trainer.val_check_interval=20"]
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+    whole = subprocess.run([*TRAIN, "--run-dir", str(tmp_path / "whole"), *RESUME_RUN], capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*TRAIN, "--run-dir", str(run), *RESUME_RUN], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = run / "checkpoints" / "step00000010.ckpt"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    newest = newest_checkpoint(run)
+    killed_at = torch.load(newest, map_location="cpu", weights_only=True)["global_step"]  # never half-written
+    assert 10 <= killed_at < 40, f"the kill came at step {killed_at}"
+
+    resumed = subprocess.run([*TRAIN, "--run-dir", str(run), "--resume", "auto", *RESUME_RUN],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "40 steps" in resumed.stdout
+    assert_same_params(ckpt_params(run / "checkpoints" / "last.ckpt"),
+                       ckpt_params(tmp_path / "whole" / "checkpoints" / "last.ckpt"), atol=1e-6)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MergedRanks(VideoDataModule):
+    """One process that sees, at each step, the union of what two DDP ranks see at that step."""
+
+    def batch_sampler(self, split):
+        sampler = super().batch_sampler(split)
+        outer = self
+
+        class Merged(torch.utils.data.Sampler):
+            def set_epoch(self, epoch):
+                sampler.set_epoch(epoch)
+
+            def _pairs(self):
+                batches = sampler.all_batches()
+                batches = batches + batches[: len(batches) % 2]  # padded as for two ranks
+                return [batches[i] + batches[i + 1] for i in range(0, len(batches), 2)]
+
+            def __iter__(self):
+                return iter(self._pairs())
+
+            def __len__(self):
+                return len(self._pairs())
+
+        return Merged() if split == "train" and outer else sampler
+
+
+def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path):
+    steps = ["trainer.max_steps=5", "trainer.limit_val_batches=0", "optim.warmup_steps=2"]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE"))}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
+         "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "flowvid.cli", "train", "-c", "configs/tiny.yaml",
+         *FAST, "--run-dir", str(tmp_path / "ddp"), *steps, "trainer.num_nodes=2", "trainer.devices=1",
+         "trainer.strategy=ddp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    ddp = ckpt_params(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
+
+    cfg = tiny(*steps)
+    L.seed_everything(cfg.seed, verbose=False)  # as flowvid train does before building the model
+    module = FlowceptionModule(cfg)
+    trainer = L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        use_distributed_sampler=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=MergedRanks(cfg))
+    single = {f"model.{k}": v for k, v in module.model.state_dict().items()}
+    assert_same_params(ddp, single, atol=1e-5)
+    # and the DDP run really changed the weights
+    L.seed_everything(cfg.seed, verbose=False)
+    fresh = {f"model.{k}": v for k, v in FlowceptionModule(cfg).model.state_dict().items()}
+    assert max((ddp[k] - fresh[k]).abs().max().item() for k in ddp) > 1e-3
