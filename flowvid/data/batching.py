@@ -51,7 +51,8 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self.max_clips, self.shuffle, self.seed = max_clips, shuffle, seed
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
         self.skipped = 0  # items whose frame range admits no allowed length, last epoch
-        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done): resume mid-epoch
+        # Resume mid-epoch: (epoch, batches done over all ranks, batches this rank's trainer counted)
+        self.resume_at: tuple[int, int, int] | None = None
         # Lightning calls set_epoch on `batch_sampler.sampler` (lightning.fabric.utilities.data.
         # _set_sampler_epoch), not on the batch sampler: point it here so each epoch reshuffles.
         self.sampler = self
@@ -83,8 +84,14 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self._cache = (self.epoch, batches)
         return batches
 
+    def _resuming(self) -> bool:
+        return self.resume_at is not None and self.resume_at[0] == self.epoch
+
     def _mine(self) -> list[list[ClipRequest]]:
+        """This rank's batches: the epoch's batches (less those done before a resume), dealt in turn."""
         batches = self.all_batches()
+        if self._resuming():
+            batches = batches[self.resume_at[1]:]  # done by all ranks together, whatever their number was
         if not batches:
             return []
         pad = -len(batches) % self.num_replicas
@@ -92,11 +99,8 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         return batches[self.rank::self.num_replicas]
 
     def __iter__(self) -> Iterator[list[ClipRequest]]:
-        mine = self._mine()
-        if self.resume_at is not None and self.resume_at[0] == self.epoch:
-            # the trainer counts the batches it already did; __len__ stays the whole epoch
-            mine = mine[self.resume_at[1]:]
-        return iter(mine)
+        return iter(self._mine())
 
     def __len__(self) -> int:
-        return len(self._mine())
+        # A resumed trainer keeps counting from the batches it did: the epoch's length is those plus ours.
+        return len(self._mine()) + (self.resume_at[2] if self._resuming() else 0)

@@ -46,8 +46,11 @@ class FlowceptionModule(L.LightningModule):
         self.path = InsertionPath.from_config(cfg.path)
         self.nonfinite_in_a_row = 0
         self.skipped_steps = 0
-        self.batches_in_epoch = 0  # for resuming mid-epoch at the same batch
-        self.resume_position: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+        # Position in the epoch, for resuming at the same batch: this rank's count (what Lightning
+        # counts) and the count over all ranks (what lets a run resume on another world size).
+        self.batches_in_epoch = 0
+        self.global_batches_in_epoch = 0
+        self.resume_position: tuple[int, int, int] | None = None  # (epoch, global done, local done)
         self._last_step_end: float | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -110,6 +113,7 @@ class FlowceptionModule(L.LightningModule):
 
     def training_step(self, batch: PackedClips | None, batch_idx: int) -> None:
         self.batches_in_epoch += 1
+        self.global_batches_in_epoch += self.trainer.world_size
         if batch is None:  # every read in this batch failed: take part in the collectives, skip everywhere
             self.reduce_counts(torch.zeros(2, device=self.device))
             self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
@@ -201,16 +205,19 @@ class FlowceptionModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         if self.resume_position is None or self.resume_position[0] != self.current_epoch:
-            self.batches_in_epoch = 0
+            self.global_batches_in_epoch, self.batches_in_epoch = 0, 0
         else:
-            self.batches_in_epoch = self.resume_position[1]
+            _, self.global_batches_in_epoch, self.batches_in_epoch = self.resume_position
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the config travels as YAML text: loading a checkpoint never needs to unpickle our classes
         checkpoint["flowvid"] = {"config": to_yaml(self.cfg), "epoch": self.current_epoch,
-                                 "batches_in_epoch": self.batches_in_epoch, "skipped_steps": self.skipped_steps}
+                                 "batches_in_epoch": self.batches_in_epoch,
+                                 "global_batches_in_epoch": self.global_batches_in_epoch,
+                                 "skipped_steps": self.skipped_steps}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("flowvid", {})
-        self.resume_position = (state.get("epoch", 0), state.get("batches_in_epoch", 0))
+        local = state.get("batches_in_epoch", 0)
+        self.resume_position = (state.get("epoch", 0), state.get("global_batches_in_epoch", local), local)
         self.skipped_steps = state.get("skipped_steps", 0)

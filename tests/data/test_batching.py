@@ -84,3 +84,24 @@ def test_collate_packs_and_drops_failed_reads():
     assert collate_clips([None, None]) is None
     with pytest.raises(ValueError, match="share"):
         collate_clips([clips[0], Clip(torch.zeros(2, 3, 8, 8))])
+
+
+@pytest.mark.parametrize("old_world,new_world", [(1, 1), (2, 2), (2, 3), (4, 1), (1, 2)])
+def test_resume_on_another_world_size_covers_the_rest_of_the_epoch(old_world, new_world):
+    full = sampler().all_batches()
+    done_per_rank = 3
+    done = done_per_rank * old_world  # ranks step in lockstep
+    shards = []
+    for rank in range(new_world):
+        s = sampler(num_replicas=new_world, rank=rank)
+        s.resume_at = (0, done, done_per_rank)
+        shards.append(list(s))
+        assert len(s) == done_per_rank + len(shards[-1])
+    assert len({len(x) for x in shards}) == 1
+    rest = collections.Counter(r.index for x in shards for b in x for r in b)
+    expected = {r.index for b in full[done:] for r in b}
+    assert set(rest) == expected, "nothing of the epoch's remainder is lost, nothing done is repeated"
+    s = sampler()
+    s.resume_at = (0, done, done_per_rank)
+    s.set_epoch(1)  # the next epoch is whole again
+    assert len(s) == len(list(s)) and {r.index for b in s for r in b} == set(range(len(RANGES)))
