@@ -84,6 +84,16 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self._cache = (self.epoch, batches)
         return batches
 
+    def resume(self, epoch: int, global_done: int, local_done: int) -> None:
+        """Continue a checkpointed run: the rest of `epoch`, or the next epoch whole if the
+        checkpoint was written on the epoch's last batch (the trainer then starts the next one)."""
+        self.set_epoch(epoch)
+        if global_done >= len(self.all_batches()):
+            self.set_epoch(epoch + 1)
+            self.resume_at = None
+        else:
+            self.resume_at = (epoch, global_done, local_done)
+
     def _resuming(self) -> bool:
         return self.resume_at is not None and self.resume_at[0] == self.epoch
 

@@ -82,8 +82,7 @@ class VideoDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         if split == "train" and getattr(module, "resume_position", None) is not None:
             # the first iterator of a resumed run is made before Lightning sets the epoch
-            sampler.set_epoch(module.resume_position[0])
-            sampler.resume_at = module.resume_position
+            sampler.resume(*module.resume_position)
         return torch.utils.data.DataLoader(
             self.datasets[split], batch_sampler=sampler, collate_fn=collate_clips,
             num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers)

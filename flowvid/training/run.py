@@ -55,6 +55,21 @@ def check_trainer_keys(options: dict) -> None:
             raise ConfigError(f"unknown config key 'trainer.{key}'; Lightning Trainer options near it: {', '.join(close)}")
 
 
+class FinalCheckpoint(L.Callback):
+    """last.ckpt at the run's last step, written inside the loop: a save after fit() returns
+    records the epoch as finished, and a resume from it would skip the rest of that epoch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        last_step = 0 < trainer.max_steps <= trainer.global_step
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.is_last_batch and \
+            trainer.current_epoch + 1 >= trainer.max_epochs
+        if last_step or last_epoch:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
 def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     check_trainer_keys(cfg.trainer)
     opts = dict(cfg.trainer)
@@ -67,7 +82,8 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
                            every_n_train_steps=cfg.train.checkpoint_every, save_last=True, save_top_k=3,
                            monitor="step", mode="max")
     loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
-    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt], plugins=[AtomicCheckpointIO()],
+    final = FinalCheckpoint(checkpoint_dir(run_dir) / "last.ckpt")
+    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, final], plugins=[AtomicCheckpointIO()],
                      use_distributed_sampler=False, **opts)
 
 
@@ -98,6 +114,4 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    last = checkpoint_dir(run_dir) / "last.ckpt"
-    trainer.save_checkpoint(last, weights_only=False)
-    return TrainResult(run_dir, last, trainer.global_step, module.skipped_steps)
+    return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps)

@@ -106,3 +106,27 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path)
     L.seed_everything(cfg.seed, verbose=False)
     fresh = {f"model.{k}": v for k, v in FlowceptionModule(cfg).model.state_dict().items()}
     assert max((ddp[k] - fresh[k]).abs().max().item() for k in ddp) > 1e-3
+
+
+@pytest.mark.parametrize("stop", [6, 8])  # 4 batches an epoch: mid-epoch, and on an epoch's last batch
+def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, monkeypatch, stop):
+    from flowvid.training import module as training_module
+    from flowvid.training.run import train
+
+    seen = []
+    original = training_module.FlowceptionModule.training_step
+
+    def recording(self, batch, idx):
+        seen.append((self.global_step, tuple(batch.sources)))
+        return original(self, batch, idx)
+
+    monkeypatch.setattr(training_module.FlowceptionModule, "training_step", recording)
+    over = ["data.tokens_per_batch=4352", "trainer.limit_val_batches=0", "train.checkpoint_every=2"]
+    train(tiny(*over, "trainer.max_steps=12"), tmp_path / "whole")
+    whole = list(seen)
+    seen.clear()
+    train(tiny(*over, f"trainer.max_steps={stop}"), tmp_path / "part")
+    train(tiny(*over, "trainer.max_steps=12"), tmp_path / "part", resume="auto")
+    assert seen == whole
+    assert_same_params(ckpt_params(tmp_path / "part" / "checkpoints" / "last.ckpt"),
+                       ckpt_params(tmp_path / "whole" / "checkpoints" / "last.ckpt"), atol=1e-6)
