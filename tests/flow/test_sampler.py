@@ -1,0 +1,118 @@
+import math
+
+import pytest
+import torch
+
+from flowvid.flow.sampler import ClipTask, InsertionSampler, sample_autoregressive, sample_full_sequence
+
+SHAPE = (3, 4, 4)
+TARGET = torch.linspace(-1, 1, 48).view(SHAPE)
+
+
+def oracle(rate_fn=None):
+    """Velocity exact for a clip whose every frame is TARGET: v = (TARGET - x) / (1 - t)."""
+    def fn(x, t, pos, cu, ctx, pas, label):
+        v = torch.where((t < 1).view(-1, 1, 1, 1), (TARGET - x) / (1 - t).clamp_min(1e-6).view(-1, 1, 1, 1), 0.0)
+        rate = rate_fn(x, t, pos, cu) if rate_fn else torch.zeros(len(t))
+        return v, rate
+    return fn
+
+
+def missing_rate(k):
+    """Frame 0 predicts exactly the frames still missing for a clip of 1 + k frames; the others none."""
+    def rate(x, t, pos, cu):
+        r = torch.zeros(len(t))
+        for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist()):
+            r[lo] = max(k - (hi - lo - 1), 0)
+        return r
+    return rate
+
+
+@pytest.mark.parametrize("kappa", ["linear", "cubic"])
+def test_oracle_reproduces_the_clip_and_its_mean_length(kappa):
+    k, runs = 6, 400
+    s = InsertionSampler(oracle(missing_rate(k)), SHAPE, kappa=kappa, steps=8, n_start=1)
+    results = s.sample([ClipTask(seed=i) for i in range(runs)])
+    lengths = torch.tensor([r.frames.shape[0] for r in results], dtype=torch.float64)
+    # exact thinning: E[inserted] = k (the last insertion step draws Poisson(everything still missing))
+    assert abs(lengths.mean().item() - (1 + k)) < 4 * lengths.std().item() / math.sqrt(runs)
+    for r in results[:20]:
+        torch.testing.assert_close(r.frames, TARGET.expand_as(r.frames), atol=1e-5, rtol=0)
+        assert r.steps <= 2 * 8
+
+
+@pytest.mark.parametrize("kappa,t_g", [("linear", 0.0), ("cubic", 0.25), ("cosine", 0.5)])
+def test_insertions_per_gap_average_rate_times_p(kappa, t_g):
+    s = InsertionSampler(oracle(), SHAPE, kappa=kappa, steps=10)
+    clip = s._start(ClipTask(seed=0))
+    rate = torch.tensor([2.0, 5.0])
+    counts = torch.stack([s._poisson(clip, rate, t_g, 0.1) for _ in range(20000)]).double()
+    kap = s.kappa
+    p = float((kap(torch.tensor(t_g + 0.1)) - kap(torch.tensor(t_g))) / (1 - kap(torch.tensor(t_g))))
+    torch.testing.assert_close(counts.mean(0), rate.double() * p, atol=5 * math.sqrt(5 * p / 20000), rtol=0)
+    last = torch.stack([s._poisson(clip, rate, 0.9, 0.1) for _ in range(4000)]).double()
+    torch.testing.assert_close(last.mean(0), rate.double(), atol=0.15, rtol=0)  # p = 1 at the last step
+
+
+def packed_denoiser(x, t, pos, cu, ctx, pas, label):
+    """Depends on each clip's own frames only: the clip mean pulls every frame."""
+    v, rate = torch.empty_like(x), torch.empty(len(t))
+    for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        mean = x[lo:hi].mean(0, keepdim=True)
+        v[lo:hi] = mean - 0.5 * x[lo:hi]
+        rate[lo:hi] = torch.sigmoid(x[lo:hi].mean((1, 2, 3))) * 2 / (hi - lo)
+    return v, rate
+
+
+def test_batch_equals_one_by_one():
+    tasks = [ClipTask(seed=s) for s in (3, 11, 42, 7)]
+    together = InsertionSampler(packed_denoiser, SHAPE, steps=6).sample(tasks)
+    assert len({r.frames.shape[0] for r in together}) > 1, "the clips end at different lengths"
+    for task, got in zip(tasks, together):
+        alone = InsertionSampler(packed_denoiser, SHAPE, steps=6).sample([task])[0]
+        torch.testing.assert_close(got.frames, alone.frames, atol=1e-5, rtol=1e-5)
+        assert got.insertions == alone.insertions
+
+
+def test_prescribed_counts_keep_context_and_fill_exact_gaps():
+    ctx = torch.stack([torch.full(SHAPE, v) for v in (-0.5, 0.1, 0.9)])
+    task = ClipTask(context=ctx, passive=[False, False, True], gap_counts=[3, 2, 0], seed=5)
+    r = InsertionSampler(oracle(), SHAPE, steps=6).sample([task])[0]
+    assert r.frames.shape[0] == 3 + 3 + 2
+    assert r.is_context.nonzero().squeeze(1).tolist() == [0, 4, 7]
+    assert torch.equal(r.frames[r.is_context], ctx)
+    torch.testing.assert_close(r.frames[~r.is_context], TARGET.expand(5, *SHAPE), atol=1e-5, rtol=0)
+
+
+def test_length_cap_and_its_errors():
+    s = InsertionSampler(oracle(missing_rate(20)), SHAPE, steps=6, n_start=1, max_frames=5)
+    r = s.sample([ClipTask(seed=1)])[0]
+    assert r.frames.shape[0] == 5 and r.capped
+    ctx = torch.zeros(4, *SHAPE)
+    with pytest.raises(ValueError, match="length cap"):
+        InsertionSampler(oracle(), SHAPE, max_frames=3).sample([ClipTask(context=ctx, noise_after=1)])
+    with pytest.raises(ValueError, match="steps"):
+        InsertionSampler(oracle(), SHAPE, steps=0)
+
+
+def test_nfe_guidance_and_step_skipping():
+    calls = []
+
+    def labelled(x, t, pos, cu, ctx, pas, label):
+        calls.append(None if label is None else label.tolist())
+        return oracle(missing_rate(3))(x, t, pos, cu, ctx, pas, label)
+
+    s = InsertionSampler(labelled, SHAPE, steps=5, n_start=1, guidance=2.0)
+    r = s.sample([ClipTask(seed=0, label=1)])[0]
+    assert s.stats.nfe == 2 * r.steps == len(calls) and [1] in calls and [-1] in calls
+    plain = InsertionSampler(oracle(missing_rate(3)), SHAPE, steps=8, n_start=1).sample([ClipTask(seed=2)])[0]
+    skipping = InsertionSampler(oracle(missing_rate(3)), SHAPE, steps=8, n_start=1, skip_threshold=10.0)
+    fast = skipping.sample([ClipTask(seed=2)])[0]
+    assert skipping.stats.skipped > 0 and skipping.stats.nfe + skipping.stats.skipped == fast.steps
+
+
+def test_baselines_reach_the_target():
+    clips, stats = sample_full_sequence(oracle(), SHAPE, num_frames=5, steps=6, seeds=[0, 1])
+    assert stats.nfe == 6 and all(torch.allclose(c, TARGET.expand_as(c), atol=1e-5) for c in clips)
+    clips, stats = sample_autoregressive(oracle(), SHAPE, num_frames=4, steps=3, seeds=[0])
+    assert stats.nfe == 12 and torch.allclose(clips[0], TARGET.expand(4, *SHAPE), atol=1e-5)
