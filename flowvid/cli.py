@@ -144,6 +144,148 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sampling_args(p: argparse.ArgumentParser, length: bool = True) -> None:
+    p.add_argument("--ckpt", required=True, help="an export folder (flowvid export) or a .ckpt (flowvid train)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps, h = 1/steps (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    if length:
+        p.add_argument("--max-frames", type=int, default=None,
+                       help="length cap incl. given frames; 0 = none (default: given + 4 x the model's data.max_frames)")
+
+
+def _load_for_sampling(args: argparse.Namespace):
+    """(model, config) from --ckpt on --device."""
+    import torch
+
+    from flowvid.training.export import load_model
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    return load_model(args.ckpt, args.device)
+
+
+def _write_video_and_record(out: Path, video) -> None:
+    """OUT.mp4 and OUT.json beside it, each atomic; the record gains the write time."""
+    import time
+
+    from flowvid.pipelines.outputs import write_clip, write_record
+
+    t0 = time.perf_counter()
+    write_clip(out, video.frames, video.record.fps)
+    video.record.timings["write"] = time.perf_counter() - t0
+    write_record(out.with_suffix(".json"), video.record)
+    r = video.record
+    print(f"{r.lengths[0]} frames at {r.fps:.6g} fps -> {out} (record {out.with_suffix('.json')}; "
+          f"{r.nfe} network evaluations, {r.seconds:.1f} s{', length cap reached' if any(r.capped) else ''})")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Generate clips: mp4, contact sheet (png) and gif per clip, plus record.json."""
+    import time
+
+    from flowvid.pipelines.outputs import write_clip, write_contact_sheet, write_gif, write_record
+    from flowvid.pipelines.tasks import generate
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; expected a folder")
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    t0 = time.perf_counter()
+    model, cfg = _load_for_sampling(args)
+    load = time.perf_counter() - t0
+    if cfg.model.height % 2 or cfg.model.width % 2:
+        raise ValueError(f"H.264 needs even frame sizes, and this model makes {cfg.model.width}x{cfg.model.height}")
+    bar = _Progress("sampling")
+    try:
+        res = generate(model, cfg, args.num, args.steps, args.seed, args.max_frames, args.cfg, args.class_label,
+                       fps=args.fps or 0.0, batch_size=args.batch, progress=bar)
+    finally:
+        bar.close()
+    t1 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    fps = res.record.fps
+    for i, clip in enumerate(res.clips):
+        write_clip(out / f"sample_{i:03d}.mp4", clip, fps)
+        write_contact_sheet(out / f"sample_{i:03d}.png", clip)
+        write_gif(out / f"sample_{i:03d}.gif", clip, fps)
+    res.record.timings.update(load=load, write=time.perf_counter() - t1)
+    write_record(out / "record.json", res.record)
+    print(f"{len(res.clips)} clips of {res.record.lengths} frames -> {out} ({res.record.nfe} network evaluations, "
+          f"{res.record.seconds:.1f} s)")
+    return 0
+
+
+def cmd_i2v(args: argparse.Namespace) -> int:
+    """Image to video: the image is frame 0; the model continues it."""
+    from flowvid.io import read_image
+    from flowvid.pipelines.outputs import check_video_output
+    from flowvid.pipelines.tasks import image_to_video
+
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps must be > 0, got {args.fps}")
+    check_video_output(args.output, 2, 2)
+    image = read_image(args.image)
+    model, cfg = _load_for_sampling(args)
+    out = check_video_output(args.output, cfg.model.height, cfg.model.width)
+    bar = _Progress("sampling")
+    try:
+        video = image_to_video(model, cfg, image, args.steps, args.seed, args.max_frames, args.cfg, args.class_label,
+                               fps=args.fps or 0.0, progress=bar)
+    finally:
+        bar.close()
+    _write_video_and_record(out, video)
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    """New frames between given ones: an exact output rate (--target-fps, --factor) or learned."""
+    from flowvid.pipelines.outputs import check_video_output
+    from flowvid.pipelines.tasks import grid_for, interpolate, read_frames
+
+    modes = [args.target_fps is not None, args.factor is not None, args.learned]
+    if sum(modes) != 1:
+        raise ValueError("give exactly one of --target-fps F, --factor X or --learned")
+    check_video_output(args.output, 2, 2)
+    if args.factor is not None:
+        grid_for(1.0, factor=args.factor)
+    frames, src_fps = read_frames(args.inputs, args.fps)
+    if args.target_fps is not None:
+        grid_for(src_fps, args.target_fps)  # refuse an impossible rate before loading the model
+    model, cfg = _load_for_sampling(args)
+    out = check_video_output(args.output, cfg.model.height, cfg.model.width)
+    bar = _Progress("interpolating")
+    try:
+        video = interpolate(model, cfg, frames, src_fps, args.target_fps, args.factor, args.learned, args.steps,
+                            args.seed, args.window, progress=bar)
+    finally:
+        bar.close()
+    _write_video_and_record(out, video)
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    """New frames after a given video: exactly --frames N, or as many as the model decides (--learned)."""
+    from flowvid.pipelines.outputs import check_video_output
+    from flowvid.pipelines.tasks import extend, read_frames
+
+    if (args.frames is not None) == args.learned:
+        raise ValueError("give exactly one of --frames N or --learned")
+    check_video_output(args.output, 2, 2)
+    frames, src_fps = read_frames(args.inputs, args.fps)
+    model, cfg = _load_for_sampling(args)
+    out = check_video_output(args.output, cfg.model.height, cfg.model.width)
+    bar = _Progress("extending")
+    try:
+        video = extend(model, cfg, frames, src_fps, args.frames, args.learned, args.steps, args.seed,
+                       args.max_frames, progress=bar)
+    finally:
+        bar.close()
+    _write_video_and_record(out, video)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowvid", description="Video synthesis with frame-insertion flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -176,6 +318,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="a .ckpt written by flowvid train")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sample", help="generate clips (mp4, png contact sheet, gif) and a record.json")
+    _add_sampling_args(p)
+    p.add_argument("--num", type=int, default=1, help="clips to generate; clip i uses seed + i")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (needs --class)")
+    p.add_argument("--class", dest="class_label", type=int, default=-1, help="class label (-1: none)")
+    p.add_argument("--fps", type=float, default=None, help="output rate (default: the model's data.fps, else 8)")
+    p.add_argument("--batch", type=int, default=8, help="clips per packed sampler call (0: all)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("i2v", help="image to video: the image is frame 0")
+    _add_sampling_args(p)
+    p.add_argument("--image", required=True, help="PNG, JPEG, ...; resized and centre-cropped to the model")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4); the record goes beside it (.json)")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (needs --class)")
+    p.add_argument("--class", dest="class_label", type=int, default=-1, help="class label (-1: none)")
+    p.add_argument("--fps", type=float, default=None, help="output rate (default: the model's data.fps, else 8)")
+    p.set_defaults(func=cmd_i2v)
+
+    p = sub.add_parser("interpolate", help="frames between given ones, on an exact output grid or learned")
+    _add_sampling_args(p, length=False)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="one video file, or an ordered list of images")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4); the record goes beside it (.json)")
+    p.add_argument("--target-fps", type=float, default=None, help="output rate: p/q times the input's, q <= 16")
+    p.add_argument("--factor", type=float, default=None, help="output rate = input rate x factor (p/q, q <= 16)")
+    p.add_argument("--learned", action="store_true", help="the model decides how many frames each gap gets")
+    p.add_argument("--fps", type=float, default=None, help="rate of an image list (default 8)")
+    p.add_argument("--window", type=int, default=8, help="given frames per sampler window (default 8)")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("extend", help="frames after a given video")
+    _add_sampling_args(p)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="one video file, or an ordered list of images")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4); the record goes beside it (.json)")
+    p.add_argument("--frames", type=int, default=None, help="exactly this many new frames")
+    p.add_argument("--learned", action="store_true", help="the model decides how many")
+    p.add_argument("--fps", type=float, default=None, help="rate of an image list (default 8)")
+    p.set_defaults(func=cmd_extend)
 
     data = sub.add_parser("data", help="data preparation: index a folder of videos, write synthetic sets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -16,6 +16,7 @@ Each clip draws from its own generator, so a batch gives the clips it would give
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -26,6 +27,7 @@ from torch import Tensor
 from flowvid.flow.schedulers import Kappa, get_kappa
 
 Denoiser = Callable[..., tuple[Tensor, Tensor]]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,7 +37,9 @@ class ClipTask:
     context: Tensor | None = None  # (K, C, H, W) clean frames, in order; None = unconditional
     passive: Sequence[bool] = ()  # per context frame: never inserts to its right
     noise_after: int = 0  # noise frames (t = 0) placed after the context at the start
-    gap_counts: Sequence[int | None] = ()  # per context frame: frames its gap must get (None = learned)
+    # per context frame: how many frames its gap gets (None = the model's rate decides). With any
+    # count given, the start noise frames insert nothing: the counts fix the length.
+    gap_counts: Sequence[int | None] = ()
     label: int = -1
     seed: int = 0
 
@@ -57,8 +61,8 @@ class _Clip:
     passive: Tensor
     gen: torch.Generator
     label: int
-    # prescribed gaps: per frame, the insertion times still pending in the gap to its right
-    pending: list[list[float]] | None = None
+    # per frame: the insertion times still pending in its gap (a prescribed gap), or None (learned)
+    pending: list[list[float] | None]
     insertions: list[tuple[int, int]] = field(default_factory=list)
     capped: bool = False
 
@@ -83,6 +87,7 @@ class InsertionSampler:
         self.max_frames, self.guidance, self.rate_guidance = max_frames, guidance, rate_guidance
         self.skip_threshold, self.device = skip_threshold, torch.device(device)
         self.stats = SamplerStats()
+        self._warned = False
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -90,6 +95,11 @@ class InsertionSampler:
         g = torch.Generator(device=self.device).manual_seed(int(task.seed))
         ctx = task.context if task.context is not None else torch.zeros(0, *self.frame_shape)
         k = ctx.shape[0]
+        for name in ("passive", "gap_counts"):
+            if len(getattr(task, name)) not in (0, k):
+                raise ValueError(f"{name} needs one entry per context frame ({k}), got {len(getattr(task, name))}")
+        if any(c is not None and c < 0 for c in task.gap_counts):
+            raise ValueError(f"gap counts must be >= 0 or None (learned), got {list(task.gap_counts)}")
         n_noise = task.noise_after if task.context is not None else self.n_start
         if self.max_frames and k + n_noise > self.max_frames:
             raise ValueError(f"the length cap ({self.max_frames}) is below the {k} given frames plus {n_noise} "
@@ -101,13 +111,14 @@ class InsertionSampler:
         passive = torch.zeros(k + n_noise, dtype=torch.bool, device=self.device)
         if len(task.passive):
             passive[:k] = torch.tensor(list(task.passive), dtype=torch.bool, device=self.device)
-        clip = _Clip(x, t, is_ctx, passive, g, task.label)
-        if any(c is not None for c in task.gap_counts):
-            clip.pending = [self._insertion_times(c or 0, g) for c in task.gap_counts] + [[] for _ in range(n_noise)]
-        return clip
+        counts = list(task.gap_counts) or [None] * k
+        prescribed = any(c is not None for c in counts)
+        pending = [None if c is None else self._insertion_times(c, g) for c in counts]
+        pending += [[] if prescribed else None for _ in range(n_noise)]
+        return _Clip(x, t, is_ctx, passive, g, task.label, pending)
 
     def _insertion_times(self, count: int, g: torch.Generator) -> list[float]:
-        """Sorted slot times for a prescribed gap: slot j (in order) appears at u_j = kappa^{-1}(U_j)."""
+        """Slot times of a prescribed gap, in slot (left-to-right) order: slot j appears at u_j = kappa^{-1}(U_j)."""
         u = self.kappa.inverse(torch.rand(count, generator=g, device=self.device))
         return u.tolist()
 
@@ -135,12 +146,14 @@ class InsertionSampler:
     def _flow(self, c: _Clip, v: Tensor, h: float) -> None:
         """x += dt v for flowing frames, dt = min(h, 1 - t); context and clean frames stay."""
         dt = torch.where(c.context, 0.0, (1.0 - c.t).clamp(min=0.0, max=h))
-        c.x = c.x + dt.view(-1, 1, 1, 1) * v
+        moving = (dt > 0).view(-1, 1, 1, 1)
+        c.x = torch.where(moving, c.x + dt.view(-1, 1, 1, 1) * v, c.x)  # given frames stay exact, even if v is not finite
         c.t = torch.where(dt > 0, c.t + dt, c.t)
         c.t = torch.where((1.0 - c.t).abs() < 1e-6, torch.ones_like(c.t), c.t)  # no float drift below 1
 
     def _insert(self, c: _Clip, rate: Tensor, t_g: float, h: float, step: int) -> None:
-        counts = self._prescribed(c, t_g, h) if c.pending is not None else self._poisson(c, rate, t_g, h)
+        learned = torch.tensor([p is None for p in c.pending], device=rate.device)
+        counts = torch.where(learned, self._poisson(c, rate, t_g, h), self._prescribed(c, t_g, h).to(rate.device))
         if int(counts.sum()) == 0:
             return
         counts = self._cap(c, counts)
@@ -156,10 +169,7 @@ class InsertionSampler:
     def _prescribed(self, c: _Clip, t_g: float, h: float) -> Tensor:
         """Frames whose insertion time falls in [t_g, t_g + h) (all remaining at the last step)."""
         end = math.inf if t_g + h >= 1.0 - 1e-9 else t_g + h
-        counts = torch.zeros(len(c.pending), dtype=torch.long)
-        for i, times in enumerate(c.pending):
-            counts[i] = sum(1 for u in times if u < end)
-        return counts
+        return torch.tensor([0 if times is None else sum(1 for u in times if u < end) for times in c.pending])
 
     def _cap(self, c: _Clip, counts: Tensor) -> Tensor:
         if not self.max_frames:
@@ -183,8 +193,8 @@ class InsertionSampler:
             ctx.append(c.context[i:i + 1])
             pas.append(c.passive[i:i + 1])
             n = int(counts[i])
-            if c.pending is not None:
-                pending += self._split_pending(c.pending[i], n)
+            # a prescribed gap shares its remaining slots out; a learned gap's new frames are learned too
+            pending += [None] * (n + 1) if c.pending[i] is None else self._split_pending(c.pending[i], n)
             if n:
                 at = sum(x.shape[0] for x in xs)
                 c.insertions += [(step, at + j) for j in range(n)]
@@ -193,8 +203,7 @@ class InsertionSampler:
                 ctx.append(torch.zeros(n, dtype=torch.bool, device=self.device))
                 pas.append(torch.zeros(n, dtype=torch.bool, device=self.device))
         c.x, c.t, c.context, c.passive = torch.cat(xs), torch.cat(ts), torch.cat(ctx), torch.cat(pas)
-        if c.pending is not None:
-            c.pending = pending
+        c.pending = pending
 
     @staticmethod
     def _split_pending(times: list[float], n: int) -> list[list[float]]:
@@ -238,6 +247,9 @@ class InsertionSampler:
         cond = labels if bool((labels >= 0).any()) else None
         v_c, r_c = self.denoiser(x, t, pos, cu, ctx, pas, cond)
         self.stats.nfe += 1
+        if self.guidance != 1.0 and cond is None and not self._warned:
+            log.warning("guidance %.2f has no effect: no clip has a class label", self.guidance)
+            self._warned = True
         if self.guidance == 1.0 or cond is None:
             return v_c, r_c
         v_u, r_u = self.denoiser(x, t, pos, cu, ctx, pas, torch.full_like(labels, -1))
@@ -259,7 +271,7 @@ def sample_full_sequence(denoiser: Denoiser, frame_shape, num_frames: int, steps
     pos = torch.arange(num_frames, device=device).repeat(b)
     cu = torch.arange(0, b * num_frames + 1, num_frames, dtype=torch.int32, device=device)
     flags = torch.zeros(b * num_frames, dtype=torch.bool, device=device)
-    lab = None if labels is None else torch.tensor(list(labels), device=device)
+    lab = _labels(labels, device)
     for k in range(steps):
         t = torch.full((b * num_frames,), k / steps, device=device)
         v, _ = denoiser(x, t, pos, cu, flags, flags, lab)
@@ -275,7 +287,7 @@ def sample_autoregressive(denoiser: Denoiser, frame_shape, num_frames: int, step
     stats = SamplerStats()
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     clips = [torch.zeros(0, *frame_shape, device=device) for _ in seeds]
-    lab = None if labels is None else torch.tensor(list(labels), device=device)
+    lab = _labels(labels, device)
     for f in range(num_frames):
         clips = [torch.cat([c, torch.randn(1, *frame_shape, generator=g, device=device)]) for c, g in zip(clips, gens)]
         n = f + 1
@@ -292,3 +304,10 @@ def sample_autoregressive(denoiser: Denoiser, frame_shape, num_frames: int, step
             clips = [torch.cat([c[:-1], c[-1:] + vv[-1:] / steps]) for c, vv in zip(clips, v)]
     stats.steps = num_frames * steps
     return [c.cpu() for c in clips], stats
+
+
+def _labels(labels: Sequence[int] | None, device) -> Tensor | None:
+    """Labels for the network, or None when no clip has one (as the insertion sampler does)."""
+    if labels is None or all(int(x) < 0 for x in labels):
+        return None
+    return torch.tensor(list(labels), device=device)

@@ -116,3 +116,24 @@ def test_baselines_reach_the_target():
     assert stats.nfe == 6 and all(torch.allclose(c, TARGET.expand_as(c), atol=1e-5) for c in clips)
     clips, stats = sample_autoregressive(oracle(), SHAPE, num_frames=4, steps=3, seeds=[0])
     assert stats.nfe == 12 and torch.allclose(clips[0], TARGET.expand(4, *SHAPE), atol=1e-5)
+
+
+def test_mixed_gaps_task_checks_and_exact_context():
+    ctx = torch.stack([torch.full(SHAPE, v) for v in (-0.5, 0.5)])
+    # gap 0 prescribed (2 frames), gap 1 learned (rate: what is missing for 3 more frames)
+    def rate(x, t, pos, cu):
+        r = torch.zeros(len(t))
+        r[-1] = max(0, 3 - (len(t) - 4))
+        return r
+    r = InsertionSampler(oracle(rate), SHAPE, steps=6).sample([ClipTask(context=ctx, gap_counts=[2, None], seed=1)])[0]
+    assert r.is_context.nonzero().squeeze(1).tolist()[:2] == [0, 3], "gap 0 got exactly its 2 frames"
+    assert r.frames.shape[0] > 4, "the learned gap grew"
+    with pytest.raises(ValueError, match="one entry per context frame"):
+        InsertionSampler(oracle(), SHAPE).sample([ClipTask(context=ctx, gap_counts=[1])])
+    with pytest.raises(ValueError, match=">= 0"):
+        InsertionSampler(oracle(), SHAPE).sample([ClipTask(context=ctx, gap_counts=[-1, 0])])
+
+    def nan_velocity(x, t, pos, cu, c, p, label):
+        return torch.full_like(x, float("nan")), torch.zeros(len(t))
+    out = InsertionSampler(nan_velocity, SHAPE, steps=3).sample([ClipTask(context=ctx, gap_counts=[1, 0], seed=0)])[0]
+    assert torch.equal(out.frames[out.is_context], ctx), "given frames stay exact whatever the velocity"
