@@ -246,6 +246,8 @@ class TrainConfig:
     max_nonfinite_steps: int = 5  # consecutive non-finite losses before the run stops
     compile: bool = False  # torch.compile each transformer block (GPU training)
     checkpoint_every: int = 1000  # steps between checkpoints (last.ckpt is always the newest)
+    preview_clips: int = 2  # clips sampled with the EMA weights at each validation, as GIFs in the run folder
+    preview_steps: int = 20
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if not 0 <= self.ema_decay < 1:
@@ -254,6 +256,8 @@ class TrainConfig:
             yield "label_dropout", f"must be in [0, 1], got {self.label_dropout}"
         if any(not 0 <= q <= 1 for q in self.val_times):
             yield "val_times", f"are fractions of each path's time range, in [0, 1]; got {list(self.val_times)}"
+        if self.preview_clips < 0 or self.preview_steps < 1:
+            yield "preview_clips", "preview_clips must be >= 0 and preview_steps >= 1"
         if self.max_nonfinite_steps < 1 or self.checkpoint_every < 1 or self.ema_start < 0:
             yield "max_nonfinite_steps", "max_nonfinite_steps and checkpoint_every must be >= 1, ema_start >= 0"
 

@@ -201,6 +201,22 @@ class FlowceptionModule(L.LightningModule):
                           batch_size=batch.num_clips)
         self.log("val/loss", torch.stack(totals).mean(), sync_dist=True, prog_bar=True, batch_size=batch.num_clips)
 
+    def on_validation_epoch_end(self) -> None:
+        """A few clips sampled with the EMA weights, as GIFs in the run folder (rank 0 only)."""
+        cfg = self.cfg
+        if (self.trainer.sanity_checking or not self.trainer.is_global_zero or cfg.train.preview_clips == 0
+                or cfg.model.in_channels != 3):
+            return
+        from flowvid.pipelines.outputs import write_gif
+        from flowvid.pipelines.tasks import generate
+
+        samples = generate(self.ema, cfg, num=cfg.train.preview_clips, steps=cfg.train.preview_steps,
+                           seed=cfg.seed, max_frames=2 * cfg.data.max_frames)
+        folder = Path(self.trainer.default_root_dir) / "samples"
+        fps = cfg.data.fps or 8.0
+        for i, clip in enumerate(samples.clips):
+            write_gif(folder / f"step{self.global_step:08d}_{i}.gif", clip, fps)
+
     # -- checkpoints --------------------------------------------------------------------------
 
     def on_train_epoch_start(self) -> None:

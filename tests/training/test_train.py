@@ -28,6 +28,8 @@ def test_cli_trains_exports_and_loads(tmp_path, capsys):
         assert name in cols
     assert any(r["val/loss"] for r in rows), "validation ran at step 10"
     assert list((run / "logs").glob("events.out.tfevents.*")), "TensorBoard events written"
+    previews = sorted((run / "samples").glob("step00000010_*.gif"))
+    assert len(previews) == 2, "the validation at step 10 sampled two preview clips"
 
     out = tmp_path / "export"
     assert main(["export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "-o", str(out)]) == 0
