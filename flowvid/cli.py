@@ -152,6 +152,11 @@ def _add_sampling_args(p: argparse.ArgumentParser, length: bool = True) -> None:
     if length:
         p.add_argument("--max-frames", type=int, default=None,
                        help="length cap incl. given frames; 0 = none (default: given + 4 x the model's data.max_frames)")
+    p.add_argument("--kappa", default="", help="insertion scheduler while sampling: linear | cubic | cosine "
+                                               "(default: the model's)")
+    p.add_argument("--rate-guidance", action="store_true", help="apply --cfg to log lambda as well")
+    p.add_argument("--skip", type=float, default=0.0, metavar="THRESHOLD",
+                   help="adaptive step skipping: reuse velocities that changed less than this (e.g. 0.05; 0 = off)")
 
 
 def _load_for_sampling(args: argparse.Namespace):
@@ -160,9 +165,15 @@ def _load_for_sampling(args: argparse.Namespace):
 
     from flowvid.training.export import load_model
 
+    from flowvid.config import SamplingConfig, validate
+
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA device here; use --device cpu")
-    return load_model(args.ckpt, args.device)
+    sampling = SamplingConfig(args.kappa, args.rate_guidance, args.skip)
+    validate(sampling, "sampling.")  # before loading anything
+    model, cfg = load_model(args.ckpt, args.device)
+    cfg.sampling = sampling
+    return model, cfg
 
 
 def _write_video_and_record(out: Path, video) -> None:

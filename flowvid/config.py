@@ -263,6 +263,21 @@ class TrainConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """Sampler settings the tools may change at sampling time (flowvid sample --kappa ...)."""
+
+    kappa: str = ""  # insertion scheduler while sampling; "" = the one the model trained with (path.kappa)
+    rate_guidance: bool = False  # classifier-free guidance on log lambda too
+    skip_threshold: float = 0.0  # adaptive step skipping: reuse velocities that changed less than this
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.kappa not in ("",) + tuple(k.value for k in KappaName):
+            yield "kappa", f"must be one of {[k.value for k in KappaName]} (or empty: the model's), got {self.kappa!r}"
+        if self.skip_threshold < 0:
+            yield "skip_threshold", f"must be >= 0 (0 = off), got {self.skip_threshold}"
+
+
+@dataclass
 class Config:
     """One whole experiment."""
 
@@ -273,6 +288,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # Lightning Trainer options under Lightning's own names, e.g. trainer.max_steps=20.
     trainer: Dict[str, Any] = field(default_factory=dict)
 

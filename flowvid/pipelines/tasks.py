@@ -239,8 +239,10 @@ def _frame_shape(cfg) -> tuple[int, int, int]:
 
 
 def _sampler(model, cfg, steps: int, max_frames: int, guidance: float) -> InsertionSampler:
-    return InsertionSampler(model_denoiser(model), _frame_shape(cfg), kappa=cfg.path.kappa, steps=steps,
-                            n_start=cfg.path.n_start, max_frames=max_frames, guidance=guidance,
+    sampling = cfg.sampling
+    return InsertionSampler(model_denoiser(model), _frame_shape(cfg), kappa=sampling.kappa or cfg.path.kappa,
+                            steps=steps, n_start=cfg.path.n_start, max_frames=max_frames, guidance=guidance,
+                            rate_guidance=sampling.rate_guidance, skip_threshold=sampling.skip_threshold,
                             device=_device(model))
 
 
