@@ -52,11 +52,15 @@ class PackedClips:
         return list(torch.split(self.frames, self.lengths.tolist()))
 
 
-def collate_clips(items: Sequence[Clip | None]) -> PackedClips | None:
-    """Pack clips without padding; None items (reads that failed and were skipped) are dropped."""
+def collate_clips(items: Sequence[Clip | None]) -> PackedClips:
+    """Pack clips without padding; None items (reads that failed and were skipped) are dropped.
+
+    A batch whose reads all failed is an empty PackedClips, never None: Lightning would skip the
+    step on that rank alone, and the other ranks would wait for it in their collectives."""
     clips = [c for c in items if c is not None]
     if not clips:
-        return None
+        return PackedClips(torch.zeros(0), torch.zeros(1, dtype=torch.int32), torch.zeros(0, dtype=torch.long),
+                           torch.zeros(0), [], [], torch.zeros(0, dtype=torch.long))
     shapes = {tuple(c.frames.shape[1:]) for c in clips}
     if len(shapes) > 1:
         raise ValueError(f"clips in one batch must share (C, H, W), got {sorted(shapes)}")

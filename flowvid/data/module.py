@@ -80,9 +80,13 @@ class VideoDataModule(L.LightningDataModule):
         workers = self.cfg.data.num_workers
         sampler = self.batch_sampler(split)
         module = self.trainer.lightning_module if self.trainer is not None else None
-        if split == "train" and getattr(module, "resume_position", None) is not None:
-            # the first iterator of a resumed run is made before Lightning sets the epoch
-            sampler.resume(*module.resume_position)
+        if split == "train" and self.trainer is not None:
+            # loaders are made anew each epoch, before Lightning sets the epoch: set it here, and
+            # in the epoch a checkpoint was written in, continue after the batches it had done
+            sampler.set_epoch(self.trainer.current_epoch)
+            position = getattr(module, "resume_position", None)
+            if position is not None and position[0] == self.trainer.current_epoch:
+                sampler.resume(*position)
         return torch.utils.data.DataLoader(
             self.datasets[split], batch_sampler=sampler, collate_fn=collate_clips,
             num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers)

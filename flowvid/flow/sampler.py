@@ -163,6 +163,8 @@ class InsertionSampler:
         """c_i ~ Poisson(lambda_i p), p = (kappa(t + h) - kappa(t)) / (1 - kappa(t)): thinning of what is missing."""
         k0, k1 = (float(self.kappa(torch.tensor(s))) for s in (t_g, min(t_g + h, 1.0)))
         p = 1.0 if t_g + h >= 1.0 - 1e-9 else (k1 - k0) / max(1.0 - k0, 1e-12)
+        if not bool(torch.isfinite(rate).all()):
+            raise ValueError("the model gave non-finite insertion rates; the checkpoint is broken or diverged")
         lam = torch.where(c.passive, 0.0, rate.clamp(min=0.0)) * p
         return torch.poisson(lam, generator=c.gen).long()
 

@@ -469,7 +469,8 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
             continue
         task = ClipTask(context=to_model_space(ctx), passive=[False] * (k - 1) + [True], noise_after=0,
                         gap_counts=() if learned else [p - 1] * (k - 1) + [0], seed=seed + w)
-        sampler = _sampler(model, cfg, steps, 0, 1.0)
+        # a prescribed grid fixes the length; learned gaps get the usual cap (no unbounded growth)
+        sampler = _sampler(model, cfg, steps, _cap(cfg, None, k) if learned else 0, 1.0)
         r = sampler.sample([task], _sub_progress(progress, w, len(wins), 2 * steps))[0]
         _part_done(progress, w, len(wins), 2 * steps)
         out = _restore_given(to_uint8(r.frames), r.is_context, ctx)

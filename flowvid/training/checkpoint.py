@@ -42,6 +42,9 @@ def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
+    from flowvid.training.export import open_checkpoint
+
+    open_checkpoint(path)  # a file that is not a flowvid checkpoint fails here, before anything is written
     return path
 
 

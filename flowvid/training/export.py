@@ -21,16 +21,24 @@ WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 
 def read_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
     """(config, EMA weights) from a flowvid Lightning checkpoint."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}); expected a flowvid .ckpt") from None
-    if not isinstance(state, dict) or "flowvid" not in state or "state_dict" not in state:
-        raise ValueError(f"{path}: not a flowvid training checkpoint (no 'flowvid' section); expected a .ckpt "
-                         "written by `flowvid train`")
+    state = open_checkpoint(path)
     cfg = _config_from_yaml(state["flowvid"]["config"], path)
     ema = {k[len("ema."):]: v for k, v in state["state_dict"].items() if k.startswith("ema.")}
+    if not ema:
+        raise ValueError(f"{path}: holds no EMA weights; expected a .ckpt written by `flowvid train`")
     return cfg, ema
+
+
+def open_checkpoint(path: str | Path) -> dict:
+    """A flowvid training checkpoint, memory-mapped, tensors and plain types only; one-line errors."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}); expected a flowvid .ckpt") from None
+    if not isinstance(state, dict) or "state_dict" not in state or "config" not in state.get("flowvid", {}):
+        raise ValueError(f"{path}: not a flowvid training checkpoint (no 'flowvid' section); expected a .ckpt "
+                         "written by `flowvid train`")
+    return state
 
 
 def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
@@ -57,7 +65,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Sp
         if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
             raise ValueError(f"{path}: not a flowvid export (expected {WEIGHTS} and {CONFIG}, from `flowvid export`)")
         cfg = load_config(path / CONFIG)
-        weights = load_file(str(path / WEIGHTS))
+        try:
+            weights = load_file(str(path / WEIGHTS))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
+            raise ValueError(f"{path / WEIGHTS}: not readable safetensors ({e})") from None
     elif path.is_file():
         cfg, weights = read_checkpoint(path)
     else:

@@ -56,7 +56,7 @@ class FlowceptionModule(L.LightningModule):
     # -- setup ---------------------------------------------------------------------------
 
     def configure_optimizers(self):
-        total = int(self.trainer.max_steps) if self.trainer and self.trainer.max_steps > 0 else 0
+        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 0
         opt, sched = build_optimizer(self.model, self.cfg.optim, total)
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
@@ -111,12 +111,14 @@ class FlowceptionModule(L.LightningModule):
             return counts, dist.get_world_size()
         return counts, 1
 
-    def training_step(self, batch: PackedClips | None, batch_idx: int) -> None:
+    def training_step(self, batch: PackedClips, batch_idx: int) -> None:
         self.batches_in_epoch += 1
         self.global_batches_in_epoch += self.trainer.world_size
-        if batch is None:  # every read in this batch failed: take part in the collectives, skip everywhere
+        if batch.num_clips == 0:  # every read in this batch failed: take part in the collectives, skip everywhere
             self.reduce_counts(torch.zeros(2, device=self.device))
             self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
+            self.skipped_steps += 1
+            log.warning("a batch whose every read failed was skipped (step %d)", self.global_step)
             return
         opt, sched = self.optimizers(), self.lr_schedulers()
         gens = self.generators(batch, self.global_step, salt=0)
@@ -190,6 +192,8 @@ class FlowceptionModule(L.LightningModule):
 
     def validation_step(self, batch: PackedClips, batch_idx: int) -> None:
         """EMA losses at fixed fractions of each clip's time range; the draws are the same every time."""
+        if batch.num_clips == 0:
+            return
         totals = []
         for i, q in enumerate(self.cfg.train.val_times):
             gens = self.generators(batch, step=0, salt=1000 + i)
@@ -204,14 +208,16 @@ class FlowceptionModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """A few clips sampled with the EMA weights, as GIFs in the run folder (rank 0 only)."""
         cfg = self.cfg
-        if (self.trainer.sanity_checking or not self.trainer.is_global_zero or cfg.train.preview_clips == 0
-                or cfg.model.in_channels != 3):
+        if self.trainer.sanity_checking or cfg.train.preview_clips == 0 or cfg.model.in_channels != 3:
             return
         from flowvid.pipelines.outputs import write_gif
         from flowvid.pipelines.tasks import generate
 
+        # every rank samples the same clips (same seeds): a sharded (FSDP) EMA needs all of them
         samples = generate(self.ema, cfg, num=cfg.train.preview_clips, steps=cfg.train.preview_steps,
                            seed=cfg.seed, max_frames=2 * cfg.data.max_frames)
+        if not self.trainer.is_global_zero:
+            return
         folder = Path(self.trainer.default_root_dir) / "samples"
         fps = cfg.data.fps or 8.0
         for i, clip in enumerate(samples.clips):
@@ -236,4 +242,6 @@ class FlowceptionModule(L.LightningModule):
         state = checkpoint.get("flowvid", {})
         local = state.get("batches_in_epoch", 0)
         self.resume_position = (state.get("epoch", 0), state.get("global_batches_in_epoch", local), local)
+        # a run restarted mid-epoch gets no on_train_epoch_start: the counters continue from here
+        _, self.global_batches_in_epoch, self.batches_in_epoch = self.resume_position
         self.skipped_steps = state.get("skipped_steps", 0)

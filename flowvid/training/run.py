@@ -55,18 +55,19 @@ def check_trainer_keys(options: dict) -> None:
             raise ConfigError(f"unknown config key 'trainer.{key}'; Lightning Trainer options near it: {', '.join(close)}")
 
 
-class FinalCheckpoint(L.Callback):
-    """last.ckpt at the run's last step, written inside the loop: a save after fit() returns
-    records the epoch as finished, and a resume from it would skip the rest of that epoch."""
+class LastCheckpoint(L.Callback):
+    """last.ckpt every `every` steps and at the run's last step, always written inside the loop:
+    a save after fit() returns (as ModelCheckpoint's save_last does at train end) records the
+    epoch as finished, and a resume from it would skip the rest of that epoch."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = path, every
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         last_step = 0 < trainer.max_steps <= trainer.global_step
         last_epoch = trainer.max_epochs not in (None, -1) and trainer.is_last_batch and \
             trainer.current_epoch + 1 >= trainer.max_epochs
-        if last_step or last_epoch:
+        if last_step or last_epoch or trainer.global_step % self.every == 0:
             trainer.save_checkpoint(self.path, weights_only=False)
 
 
@@ -79,11 +80,14 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     if not has_val:
         opts["limit_val_batches"] = 0
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="step{step:08d}", auto_insert_metric_name=False,
-                           every_n_train_steps=cfg.train.checkpoint_every, save_last=True, save_top_k=3,
+                           every_n_train_steps=cfg.train.checkpoint_every, save_last=False, save_top_k=3,
                            monitor="step", mode="max")
     loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
-    final = FinalCheckpoint(checkpoint_dir(run_dir) / "last.ckpt")
-    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, final], plugins=[AtomicCheckpointIO()],
+    last = LastCheckpoint(checkpoint_dir(run_dir) / "last.ckpt", cfg.train.checkpoint_every)
+    # The packed batch count differs from epoch to epoch, and Lightning reads a loader's length when
+    # it makes it: a new loader (and length) each epoch keeps every epoch whole.
+    opts.setdefault("reload_dataloaders_every_n_epochs", 1)
+    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, last], plugins=[AtomicCheckpointIO()],
                      use_distributed_sampler=False, **opts)
 
 

@@ -81,7 +81,8 @@ def test_collate_packs_and_drops_failed_reads():
     assert batch.cu_seqlens.tolist() == [0, 3, 8, 10] and batch.labels.tolist() == [3, 5, 2]
     for got, clip in zip(batch.clips(), clips):
         assert torch.equal(got, clip.frames)
-    assert collate_clips([None, None]) is None
+    empty = collate_clips([None, None])
+    assert empty.num_clips == 0 and empty.cu_seqlens.tolist() == [0], "never None: every rank must step"
     with pytest.raises(ValueError, match="share"):
         collate_clips([clips[0], Clip(torch.zeros(2, 3, 8, 8))])
 

@@ -108,8 +108,12 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path)
     assert max((ddp[k] - fresh[k]).abs().max().item() for k in ddp) > 1e-3
 
 
-@pytest.mark.parametrize("stop", [6, 8])  # 4 batches an epoch: mid-epoch, and on an epoch's last batch
-def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, monkeypatch, stop):
+@pytest.mark.parametrize("stops,every,lengths", [
+    ((6,), 2, "16"), ((8,), 2, "16"),      # 4 batches an epoch: mid-epoch, and on an epoch's last batch
+    ((5, 7), 100, "16"),                   # last.ckpt at steps no checkpoint interval divides; resumed twice
+    ((9, 13), 3, "4"),                     # clips of 4-16 frames: epochs of different batch counts
+])
+def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, monkeypatch, stops, every, lengths):
     from flowvid.training import module as training_module
     from flowvid.training.run import train
 
@@ -121,12 +125,15 @@ def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, m
         return original(self, batch, idx)
 
     monkeypatch.setattr(training_module.FlowceptionModule, "training_step", recording)
-    over = ["data.tokens_per_batch=4352", "trainer.limit_val_batches=0", "train.checkpoint_every=2"]
-    train(tiny(*over, "trainer.max_steps=12"), tmp_path / "whole")
+    over = ["data.tokens_per_batch=4352", "trainer.limit_val_batches=0", f"train.checkpoint_every={every}",
+            f"data.min_frames={lengths}"]
+    total = 16
+    train(tiny(*over, f"trainer.max_steps={total}"), tmp_path / "whole")
     whole = list(seen)
     seen.clear()
-    train(tiny(*over, f"trainer.max_steps={stop}"), tmp_path / "part")
-    train(tiny(*over, "trainer.max_steps=12"), tmp_path / "part", resume="auto")
+    train(tiny(*over, f"trainer.max_steps={stops[0]}"), tmp_path / "part")
+    for stop in (*stops[1:], total):
+        train(tiny(*over, f"trainer.max_steps={stop}"), tmp_path / "part", resume="auto")
     assert seen == whole
     assert_same_params(ckpt_params(tmp_path / "part" / "checkpoints" / "last.ckpt"),
                        ckpt_params(tmp_path / "whole" / "checkpoints" / "last.ckpt"), atol=1e-6)

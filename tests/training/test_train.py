@@ -125,3 +125,28 @@ def test_learning_rate_schedule():
     assert lr_factor(100, 10, 100, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_factor(55, 10, 100, "linear", 0.0) == pytest.approx(0.5)
     assert lr_factor(500, 10, 100, "constant", 0.0) == 1.0
+
+
+def test_a_batch_whose_reads_all_failed_is_skipped(tmp_path, monkeypatch):
+    from flowvid.data import clips as clips_module
+    from flowvid.data import module as data_module
+
+    original = clips_module.collate_clips
+    calls = {"n": 0}
+
+    def failing(items):
+        calls["n"] += 1
+        return original([None] * len(items) if calls["n"] == 2 else items)
+
+    monkeypatch.setattr(data_module, "collate_clips", failing)
+    r = train(tiny("trainer.max_steps=5", "trainer.limit_val_batches=0"), tmp_path / "run")
+    # six batches, one of them empty: five optimizer steps
+    assert calls["n"] == 6 and r.skipped_steps == 1 and r.steps == 5
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "junk.ckpt"
+    bad.write_bytes(b"\x00" * 64)
+    run = tmp_path / "run"
+    assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), "--resume", str(bad)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err and not run.exists()
