@@ -1,6 +1,7 @@
 """The LightningDataModule: datasets, token-budget batches and workers, from one Config."""
 from __future__ import annotations
 
+import multiprocessing as mp
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,17 @@ from flowvid.data.batching import ClipLengths, TokenBudgetBatchSampler
 from flowvid.data.clips import collate_clips
 from flowvid.data.datasets import ManifestDataset, SyntheticDataset
 from flowvid.data.manifest import read_manifest
+
+
+def worker_context():
+    """Workers start from a forkserver: a clean process forks them quickly, and they never inherit
+    decoder threads of the parent (decord is not fork-safe; a worker forked from a process that
+    has decoded with it can deadlock). spawn where forkserver is missing."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "flowvid.data.datasets", "flowvid.data.synthetic"])
+    return ctx
 
 
 def tokens_per_frame(cfg: Config) -> int:
@@ -89,7 +101,8 @@ class VideoDataModule(L.LightningDataModule):
                 sampler.resume(*position)
         return torch.utils.data.DataLoader(
             self.datasets[split], batch_sampler=sampler, collate_fn=collate_clips,
-            num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers)
+            num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers,
+            multiprocessing_context=worker_context() if workers > 0 else None)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader("train")

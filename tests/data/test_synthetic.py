@@ -47,7 +47,11 @@ def test_different_index_or_seed_differs(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_dataloader_workers_see_the_same_clips(kind):
     ds = make_synthetic(kind, num_clips=6, seed=5)
-    loaded = [clip for batch in DataLoader(ds, batch_size=2, num_workers=2, collate_fn=keep_list) for clip in batch]
+    # workers from a forkserver, as the data module starts them (never forked from a process that used decord)
+    from flowvid.data.module import worker_context
+
+    loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=keep_list, multiprocessing_context=worker_context())
+    loaded = [clip for batch in loader for clip in batch]
     assert all(clips_equal(clip, ds[i]) for i, clip in enumerate(loaded))
 
 
