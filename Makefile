@@ -22,8 +22,12 @@ test: venv
 test-gpu: venv
 	$(PY) -m pytest -q -m gpu
 
+# Train the tiny model on bouncing balls, export it, and sample clips of lengths it decides.
 demo: venv
-	$(VENV)/bin/flowvid path-stats -c configs/demo.yaml
+	$(VENV)/bin/flowvid path-stats -c configs/demo.yaml --draws 2000
+	$(VENV)/bin/flowvid train -c configs/demo.yaml --run-dir outputs/demo/run --resume auto
+	$(VENV)/bin/flowvid export --ckpt outputs/demo/run/checkpoints/last.ckpt -o outputs/demo/model
+	$(VENV)/bin/flowvid sample --ckpt outputs/demo/model --num 4 --steps 40 --out outputs/demo/samples
 
 bench: venv
 	$(PY) tools/bench_path.py
