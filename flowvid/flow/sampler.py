@@ -245,22 +245,32 @@ class InsertionSampler:
         return v_split, r_split, (v_split, r_split, shapes, change)
 
     def _guided(self, x, t, pos, cu, ctx, pas, labels):
-        """v = v_u + s (v_c - v_u); with rate guidance also log lambda. NFE counts every call."""
+        """One evaluation, or two with guidance (see `guided`). NFE counts every call."""
         cond = labels if bool((labels >= 0).any()) else None
-        v_c, r_c = self.denoiser(x, t, pos, cu, ctx, pas, cond)
-        self.stats.nfe += 1
         if self.guidance != 1.0 and cond is None and not self._warned:
             log.warning("guidance %.2f has no effect: no clip has a class label", self.guidance)
             self._warned = True
         if self.guidance == 1.0 or cond is None:
-            return v_c, r_c
-        v_u, r_u = self.denoiser(x, t, pos, cu, ctx, pas, torch.full_like(labels, -1))
-        self.stats.nfe += 1
-        v = v_u + self.guidance * (v_c - v_u)
-        if self.rate_guidance:
-            log_r = r_u.clamp_min(1e-12).log() + self.guidance * (r_c.clamp_min(1e-12).log() - r_u.clamp_min(1e-12).log())
-            return v, log_r.exp()
-        return v, r_c
+            self.stats.nfe += 1
+            return self.denoiser(x, t, pos, cu, ctx, pas, cond)
+        self.stats.nfe += 2
+        return guided(self.denoiser, self.guidance, self.rate_guidance)(x, t, pos, cu, ctx, pas, cond)
+
+
+def guided(denoiser: Denoiser, scale: float, rate_guidance: bool = False) -> Denoiser:
+    """Classifier-free guidance, v = v_u + s (v_c - v_u) (with rate_guidance also on log lambda):
+    two evaluations per call, the second with the null label (-1)."""
+
+    def fn(x, t, pos, cu, ctx, pas, label):
+        v_c, r_c = denoiser(x, t, pos, cu, ctx, pas, label)
+        v_u, r_u = denoiser(x, t, pos, cu, ctx, pas, torch.full_like(label, -1))
+        v = v_u + scale * (v_c - v_u)
+        if not rate_guidance:
+            return v, r_c
+        log_u, log_c = r_u.clamp_min(1e-12).log(), r_c.clamp_min(1e-12).log()
+        return v, (log_u + scale * (log_c - log_u)).exp()
+
+    return fn
 
 
 def sample_full_sequence(denoiser: Denoiser, frame_shape, num_frames: int, steps: int, seeds: Sequence[int],

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowvid.flow.sampler import (ClipResult, ClipTask, Denoiser, InsertionSampler, sample_autoregressive,
+from flowvid.flow.sampler import (ClipResult, ClipTask, Denoiser, InsertionSampler, guided, sample_autoregressive,
                                   sample_full_sequence)
 
 log = logging.getLogger(__name__)
@@ -98,17 +98,6 @@ def model_denoiser(model: torch.nn.Module) -> Denoiser:
         with torch.no_grad():
             out = model(x, t, position, cu_seqlens, context, passive, label)
         return out.velocity, out.rate
-
-    return denoise
-
-
-def _guided_denoiser(denoiser: Denoiser, scale: float) -> Denoiser:
-    """Classifier-free guidance for the baselines' samplers, v = v_u + s (v_c - v_u): two evaluations per call."""
-
-    def denoise(x, t, position, cu_seqlens, context, passive, label):
-        v_c, r_c = denoiser(x, t, position, cu_seqlens, context, passive, label)
-        v_u, _ = denoiser(x, t, position, cu_seqlens, context, passive, torch.full_like(label, -1))
-        return v_u + scale * (v_c - v_u), r_c
 
     return denoise
 
@@ -325,7 +314,7 @@ def _baseline(model, cfg, kind: str, num_frames: int, steps: int, seeds: list[in
     fn = sample_full_sequence if kind == "full_sequence" else sample_autoregressive
     den, per_call = model_denoiser(model), 1
     if guidance != 1.0:
-        den, per_call = _guided_denoiser(den, guidance), 2
+        den, per_call = guided(den, guidance), 2
     labels = [label] * len(seeds) if label >= 0 else None  # no label tensor at all for unconditional models
     frames, stats = fn(den, _frame_shape(cfg), num_frames, steps, seeds, labels, device=_device(model))
     return frames, stats.nfe * per_call
