@@ -157,6 +157,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, length: bool = True) -> None:
     p.add_argument("--rate-guidance", action="store_true", help="apply --cfg to log lambda as well")
     p.add_argument("--skip", type=float, default=0.0, metavar="THRESHOLD",
                    help="adaptive step skipping: reuse velocities that changed less than this (e.g. 0.05; 0 = off)")
+    p.add_argument("--tail-steps", type=int, default=0, metavar="M",
+                   help="at most M evaluations after the last insertion step; frames inserted late finish in "
+                        "fewer, larger steps (e.g. steps/4; 0 = as many as they need, up to --steps)")
 
 
 def _load_for_sampling(args: argparse.Namespace):
@@ -169,7 +172,7 @@ def _load_for_sampling(args: argparse.Namespace):
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA device here; use --device cpu")
-    sampling = SamplingConfig(args.kappa, args.rate_guidance, args.skip)
+    sampling = SamplingConfig(args.kappa, args.rate_guidance, args.skip, args.tail_steps)
     validate(sampling, "sampling.")  # before loading anything
     model, cfg = load_model(args.ckpt, args.device)
     cfg.sampling = sampling

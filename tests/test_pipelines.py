@@ -348,11 +348,12 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(exported, tmp_path, capsy
 
 def test_sampler_options_from_the_cli(tmp_path, capsys, exported):
     runs = {}
-    for name, extra in (("plain", []), ("skip", ["--kappa", "cubic", "--skip", "1e9"])):
+    for name, extra in (("plain", []), ("skip", ["--kappa", "cubic", "--skip", "1e9"]), ("tail", ["--tail-steps", "1"])):
         out = tmp_path / name
         assert main(["sample", "--ckpt", str(exported), "--num", "1", "--out", str(out), "--steps", STEPS, *extra]) == 0
         runs[name] = json.loads((out / "record.json").read_text())
     assert runs["skip"]["nfe"] < runs["plain"]["nfe"], "skipping saves network evaluations"
-    assert main(["sample", "--ckpt", str(exported), "--num", "1", "--out", str(tmp_path / "bad"),
-                 "--kappa", "quartic"]) == 2
-    assert "sampling.kappa" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert runs["tail"]["nfe"] <= int(STEPS) + 1 and runs["tail"]["lengths"] == runs["plain"]["lengths"]
+    for option, key in (("--kappa=quartic", "sampling.kappa"), ("--tail-steps=-2", "sampling.tail_steps")):
+        assert main(["sample", "--ckpt", str(exported), "--num", "1", "--out", str(tmp_path / "bad"), option]) == 2
+        assert key in capsys.readouterr().err and not (tmp_path / "bad").exists()

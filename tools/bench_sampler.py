@@ -4,6 +4,7 @@ Same network for both (4 blocks, width 128, 32x32 frames, patch 4; random weight
 depend on them), clips of the training length F. The insertion model's rate head is replaced by
 an oracle that asks for exactly the frames still missing to reach F (frame 0 carries the
 count), so that both samplers produce F-frame clips and the comparison is of cost alone.
+tools/bench_sampler_quality.py measures what the faster settings change in a trained model's samples.
 
     python tools/bench_sampler.py [--frames 16] [--steps 20] [--clips 4]
 """
@@ -33,6 +34,16 @@ def build_model():
     return model
 
 
+def SETTINGS(steps: int) -> dict:
+    """Sampler rows: name -> (kappa, tail_steps); the full-sequence row has none."""
+    return {"full sequence": None,
+            "insertion (linear kappa)": ("linear", 0),
+            "insertion (cubic kappa)": ("cubic", 0),
+            f"insertion (linear, tail {steps // 2})": ("linear", steps // 2),
+            f"insertion (linear, tail {steps // 4})": ("linear", steps // 4),
+            f"insertion (cubic, tail {steps // 4})": ("cubic", steps // 4)}
+
+
 def denoiser(model, frames: int, counter: list):
     def fn(x, t, pos, cu, ctx, pas, label):
         with torch.no_grad():
@@ -59,7 +70,7 @@ def main() -> None:
           f"F={args.frames}, N={args.steps} steps, {args.clips} clips; best of {args.repeats}\n")
     rows = {}
     for _ in range(args.repeats):  # alternate the samplers; keep each one's fastest run
-        for name in ("full sequence", "insertion (linear kappa)", "insertion (cubic kappa)"):
+        for name in SETTINGS(args.steps):
             frames_seen: list = []
             t0 = time.perf_counter()
             if name == "full sequence":
@@ -67,8 +78,9 @@ def main() -> None:
                                                     args.steps, seeds)
                 lengths = [c.shape[0] for c in clips]
             else:
-                s = InsertionSampler(denoiser(model, args.frames, frames_seen), SHAPE, kappa=name.split("(")[1].split()[0],
-                                     steps=args.steps, n_start=2)
+                kappa, tail = SETTINGS(args.steps)[name]
+                s = InsertionSampler(denoiser(model, args.frames, frames_seen), SHAPE, kappa=kappa,
+                                     steps=args.steps, n_start=2, tail_steps=tail)
                 res = s.sample([ClipTask(seed=i) for i in seeds])
                 stats, lengths = s.stats, [r.frames.shape[0] for r in res]
             dt = time.perf_counter() - t0

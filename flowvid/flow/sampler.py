@@ -13,6 +13,13 @@ Insertion sampler, step size h = 1 / steps; per step one evaluation (two with gu
   exactly that many frames at insertion times u ~ kappa^{-1}(U), as in training;
 - t_g += h; stop when every frame is clean: at most 2 * steps steps.
 Each clip draws from its own generator, so a batch gives the clips it would give one by one.
+
+`tail_steps` (0 = the rule above) bounds the evaluations after the last insertion step: there a
+frame with R tail evaluations left moves dt = max(h, (1 - t) / R), so frames inserted late finish
+in fewer, larger steps and the run ends after at most steps + tail_steps evaluations. Insertions
+are untouched (the tail starts once the clock reaches 1), so each clip keeps its length and its
+insertion order; only the late frames' integration is coarser. Clips whose frames are all clean
+leave the packed batch.
 """
 from __future__ import annotations
 
@@ -77,15 +84,20 @@ class SamplerStats:
 class InsertionSampler:
     def __init__(self, denoiser: Denoiser, frame_shape: tuple[int, int, int], kappa: str | Kappa = "linear",
                  steps: int = 50, n_start: int = 2, max_frames: int = 0, guidance: float = 1.0,
-                 rate_guidance: bool = False, skip_threshold: float = 0.0, device: str | torch.device = "cpu"):
+                 rate_guidance: bool = False, skip_threshold: float = 0.0, tail_steps: int = 0,
+                 device: str | torch.device = "cpu"):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if tail_steps < 0:
+            raise ValueError(f"tail_steps must be >= 0 (0 = as many as the frames need), got {tail_steps}")
         if n_start < 1:
             raise ValueError(f"n_start must be >= 1, got {n_start}")
         self.denoiser, self.frame_shape = denoiser, tuple(frame_shape)
         self.kappa, self.steps, self.n_start = get_kappa(kappa), steps, n_start
         self.max_frames, self.guidance, self.rate_guidance = max_frames, guidance, rate_guidance
         self.skip_threshold, self.device = skip_threshold, torch.device(device)
+        self.bounded_tail = 0 < tail_steps < steps  # the exact rule never needs more than `steps` after the clock
+        self.tail_steps = tail_steps if self.bounded_tail else steps
         self.stats = SamplerStats()
         self._warned = False
 
@@ -126,26 +138,32 @@ class InsertionSampler:
 
     def sample(self, tasks: Sequence[ClipTask], progress: Callable[[int, int], None] | None = None) -> list[ClipResult]:
         clips = [self._start(task) for task in tasks]
-        h = 1.0 / self.steps
+        h, limit = 1.0 / self.steps, self.steps + self.tail_steps
         t_g, step, last = 0.0, 0, None
-        while t_g < 1.0 - 1e-9 or any(bool((c.t < 1).any()) for c in clips):
-            v_all, rate_all, last = self._evaluate(clips, last)
-            for c, v, rate in zip(clips, v_all, rate_all):
-                self._flow(c, v, h)
-                if t_g < 1.0 - 1e-9:
+        while True:
+            inserting = t_g < 1.0 - 1e-9
+            live = [c for c in clips if inserting or bool((c.t < 1).any())]
+            if not live:
+                break
+            if step >= limit:
+                raise RuntimeError(f"sampler did not finish in {limit} steps (a frame never reached t = 1)")
+            v_all, rate_all, last = self._evaluate(live, last)
+            for c, v, rate in zip(live, v_all, rate_all):
+                self._flow(c, v, h, 1.0 / (limit - step) if self.bounded_tail and not inserting else 0.0)
+                if inserting:
                     self._insert(c, rate, t_g, h, step)
             t_g += h
             step += 1
             if progress:
-                progress(step, 2 * self.steps)
-            if step > 2 * self.steps + 1:
-                raise RuntimeError(f"sampler did not finish in {2 * self.steps} steps (a frame never reached t = 1)")
+                progress(step, limit)
         self.stats.steps = step
         return [ClipResult(c.x.cpu(), c.context.cpu(), c.insertions, c.capped, step) for c in clips]
 
-    def _flow(self, c: _Clip, v: Tensor, h: float) -> None:
-        """x += dt v for flowing frames, dt = min(h, 1 - t); context and clean frames stay."""
-        dt = torch.where(c.context, 0.0, (1.0 - c.t).clamp(min=0.0, max=h))
+    def _flow(self, c: _Clip, v: Tensor, h: float, share: float = 0.0) -> None:
+        """x += dt v for flowing frames, dt = min(max(h, share * (1 - t)), 1 - t); context and clean
+        frames stay. `share` = 1 / (tail evaluations left) in a bounded tail, else 0."""
+        left = (1.0 - c.t).clamp(min=0.0)
+        dt = torch.where(c.context, 0.0, torch.minimum(torch.clamp(share * left, min=h), left))
         moving = (dt > 0).view(-1, 1, 1, 1)
         c.x = torch.where(moving, c.x + dt.view(-1, 1, 1, 1) * v, c.x)  # given frames stay exact, even if v is not finite
         c.t = torch.where(dt > 0, c.t + dt, c.t)

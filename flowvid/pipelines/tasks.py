@@ -232,7 +232,7 @@ def _sampler(model, cfg, steps: int, max_frames: int, guidance: float) -> Insert
     return InsertionSampler(model_denoiser(model), _frame_shape(cfg), kappa=sampling.kappa or cfg.path.kappa,
                             steps=steps, n_start=cfg.path.n_start, max_frames=max_frames, guidance=guidance,
                             rate_guidance=sampling.rate_guidance, skip_threshold=sampling.skip_threshold,
-                            device=_device(model))
+                            tail_steps=sampling.tail_steps, device=_device(model))
 
 
 def _born(result: ClipResult) -> list[int]:

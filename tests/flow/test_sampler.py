@@ -74,6 +74,42 @@ def test_batch_equals_one_by_one():
         assert got.insertions == alone.insertions
 
 
+def counting(denoiser, seen):
+    def fn(x, t, *rest):
+        seen.append(len(t))
+        return denoiser(x, t, *rest)
+    return fn
+
+
+def test_finished_clips_leave_the_batch():
+    """A batch evaluates exactly the frames its clips would evaluate one by one."""
+    tasks = [ClipTask(seed=s) for s in (3, 11, 42, 7)]
+    seen, alone = [], []
+    InsertionSampler(counting(packed_denoiser, seen), SHAPE, steps=6).sample(tasks)
+    for task in tasks:
+        InsertionSampler(counting(packed_denoiser, alone), SHAPE, steps=6).sample([task])
+    assert sum(seen) == sum(alone)
+
+
+def test_bounded_tail_keeps_insertions_and_ends_early():
+    steps, tail = 8, 2
+    tasks = [ClipTask(seed=s) for s in range(12)]
+    exact = InsertionSampler(packed_denoiser, SHAPE, steps=steps)
+    fast = InsertionSampler(packed_denoiser, SHAPE, steps=steps, tail_steps=tail)
+    for a, b in zip(exact.sample(tasks), fast.sample(tasks)):
+        assert a.insertions == b.insertions and a.frames.shape == b.frames.shape
+        assert b.steps <= steps + tail
+    assert exact.stats.steps > steps + tail, "some frame was inserted late enough to need the long tail"
+    assert fast.stats.nfe <= steps + tail
+    # the oracle's straight paths land on the target whatever the step size
+    oracle_run = InsertionSampler(oracle(missing_rate(6)), SHAPE, steps=steps, n_start=1, tail_steps=1)
+    for r in oracle_run.sample([ClipTask(seed=i) for i in range(10)]):
+        torch.testing.assert_close(r.frames, TARGET.expand_as(r.frames), atol=1e-5, rtol=0)
+    assert oracle_run.stats.steps <= steps + 1
+    with pytest.raises(ValueError, match="tail_steps"):
+        InsertionSampler(oracle(), SHAPE, tail_steps=-1)
+
+
 def test_prescribed_counts_keep_context_and_fill_exact_gaps():
     ctx = torch.stack([torch.full(SHAPE, v) for v in (-0.5, 0.1, 0.9)])
     task = ClipTask(context=ctx, passive=[False, False, True], gap_counts=[3, 2, 0], seed=5)
