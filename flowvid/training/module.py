@@ -125,11 +125,15 @@ class FlowceptionModule(L.LightningModule):
         sample, out = self.loss(self.model, batch, gens, drop=self.cfg.train.label_dropout)
         terms = self.global_terms(sample, out)
         if not self.finite_everywhere(terms.total):
-            self.on_nonfinite()
+            self.on_nonfinite("loss")
             return
-        self.nonfinite_in_a_row = 0
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms.total)
+        if not self.finite_everywhere(self.grad_norm()):  # a finite loss can still overflow in backward
+            opt.zero_grad(set_to_none=True)
+            self.on_nonfinite("gradient")
+            return
+        self.nonfinite_in_a_row = 0
         if self.cfg.optim.grad_clip > 0:
             self.clip_gradients(opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
@@ -154,17 +158,25 @@ class FlowceptionModule(L.LightningModule):
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
-    def on_nonfinite(self) -> None:
+    def grad_norm(self) -> Tensor:
+        """Norm of this rank's gradients (its shard under FSDP); finite_everywhere combines the ranks."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+
+    def on_nonfinite(self, what: str) -> None:
         self.nonfinite_in_a_row += 1
         self.skipped_steps += 1
-        log.warning("non-finite loss at step %d: step skipped (%d in a row, %d in all)",
-                    self.global_step, self.nonfinite_in_a_row, self.skipped_steps)
+        log.warning("non-finite %s at step %d: step skipped (%d in a row, %d in all)",
+                    what, self.global_step, self.nonfinite_in_a_row, self.skipped_steps)
         self.log("train/skipped_steps", float(self.skipped_steps), rank_zero_only=True)
         if self.nonfinite_in_a_row >= self.cfg.train.max_nonfinite_steps:
             path = Path(self.trainer.default_root_dir) / "checkpoints" / "nonfinite.ckpt"
             self.trainer.save_checkpoint(path, weights_only=False)
-            raise TrainingStopped(f"loss was not finite for {self.nonfinite_in_a_row} steps in a row at step "
-                                  f"{self.global_step}; stopped (checkpoint: {path}). Lower optim.lr or check the data")
+            raise TrainingStopped(f"loss or gradients were not finite for {self.nonfinite_in_a_row} steps in a row "
+                                  f"at step {self.global_step}; stopped (checkpoint: {path}). Lower optim.lr or check "
+                                  "the data")
 
     # -- logging ------------------------------------------------------------------------------
 

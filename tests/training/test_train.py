@@ -92,8 +92,21 @@ def test_overfits_a_handful_of_clips(tmp_path):
     assert i0 / i1 >= 2, f"insertion loss {i0:.3f} -> {i1:.3f}"
 
 
-@pytest.mark.parametrize("bad_steps,stops", [({2, 3}, False), (set(range(100)), True)])
-def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch, bad_steps, stops):
+class NanGradient(torch.autograd.Function):
+    """Identity forward; a NaN gradient backward (a finite loss whose backward overflows)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+@pytest.mark.parametrize("bad_steps,stops,where", [({2, 3}, False, "loss"), ({2, 3}, False, "gradient"),
+                                                   (set(range(100)), True, "loss")])
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch, bad_steps, stops, where):
     original = SpatioTemporalDiT.forward
     calls = {"n": 0}
 
@@ -102,7 +115,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch, b
         if self.training:
             calls["n"] += 1
             if calls["n"] - 1 in bad_steps:
-                out.velocity = out.velocity * float("nan")
+                out.velocity = out.velocity * float("nan") if where == "loss" else NanGradient.apply(out.velocity)
         return out
 
     monkeypatch.setattr(SpatioTemporalDiT, "forward", poisoned)
