@@ -123,6 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train from config into a run folder."""
     from flowvid.config import load_config
     from flowvid.training.module import TrainingStopped
+    from flowvid.training.requeue import EXIT_REQUEUED
     from flowvid.training.run import train
 
     cfg = load_config(args.config, args.overrides)
@@ -132,6 +133,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingStopped as e:
         print(f"flowvid train: stopped: {e}", file=sys.stderr)
         return 1
+    if r.stopped_on_signal:
+        print(f"flowvid train: stopped on SIGUSR1 at step {r.steps} -> {r.last_checkpoint}; continue with "
+              "--resume auto", file=sys.stderr)
+        return EXIT_REQUEUED
     print(f"{r.steps} steps ({r.skipped_steps} skipped) -> {r.last_checkpoint}")
     return 0
 

@@ -13,12 +13,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule
 from flowvid.models.dit import Block
 from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, resolve_resume
 from flowvid.training.module import FlowceptionModule
+from flowvid.training.requeue import StopOnSignal
 
 log = logging.getLogger(__name__)
 # Expected here, not problems: the EMA copy stays in eval mode; with manual optimisation a
@@ -33,6 +35,7 @@ class TrainResult:
     last_checkpoint: Path
     steps: int
     skipped_steps: int
+    stopped_on_signal: bool = False  # SIGUSR1: last.ckpt holds this step, run again to continue
 
 
 def strategy(cfg: Config):
@@ -87,7 +90,11 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     # The packed batch count differs from epoch to epoch, and Lightning reads a loader's length when
     # it makes it: a new loader (and length) each epoch keeps every epoch whole.
     opts.setdefault("reload_dataloaders_every_n_epochs", 1)
-    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, last], plugins=[AtomicCheckpointIO()],
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # StopOnSignal requeues at a step boundary, not Lightning's handler mid-step
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    stop = StopOnSignal(checkpoint_dir(run_dir) / "last.ckpt")
+    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, last, stop], plugins=plugins,
                      use_distributed_sampler=False, **opts)
 
 
@@ -118,4 +125,6 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps)
+    stop = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
+    return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps,
+                       stop.stopped_at is not None)

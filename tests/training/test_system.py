@@ -22,19 +22,31 @@ TRAIN = [sys.executable, "-m", "flowvid.cli", "train", "-c", "configs/tiny.yaml"
 RESUME_RUN = ["data.tokens_per_batch=4352", "trainer.max_steps=40", "trainer.val_check_interval=20"]
 
 
-def test_killed_run_resumes_to_the_same_parameters(tmp_path):
-    whole = subprocess.run([*TRAIN, "--run-dir", str(tmp_path / "whole"), *RESUME_RUN], capture_output=True, text=True)
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """The uninterrupted run the interrupted ones must match."""
+    run = tmp_path_factory.mktemp("whole")
+    whole = subprocess.run([*TRAIN, "--run-dir", str(run), *RESUME_RUN], capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
+    return ckpt_params(run / "checkpoints" / "last.ckpt")
 
-    run = tmp_path / "killed"
-    proc = subprocess.Popen([*TRAIN, "--run-dir", str(run), *RESUME_RUN], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+
+def start_then_signal(run, signum) -> subprocess.Popen:
+    """Start a run and send it signum once its first step checkpoint exists."""
+    proc = subprocess.Popen([*TRAIN, "--run-dir", str(run), *RESUME_RUN], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     first = run / "checkpoints" / "step00000010.ckpt"
     deadline = time.time() + 120
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signum)
+    return proc
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path, whole_run):
+    run = tmp_path / "killed"
+    proc = start_then_signal(run, signal.SIGKILL)
+    proc.communicate()
     newest = newest_checkpoint(run)
     killed_at = torch.load(newest, map_location="cpu", weights_only=True)["global_step"]  # never half-written
     assert 10 <= killed_at < 40, f"the kill came at step {killed_at}"
@@ -43,8 +55,21 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "40 steps" in resumed.stdout
-    assert_same_params(ckpt_params(run / "checkpoints" / "last.ckpt"),
-                       ckpt_params(tmp_path / "whole" / "checkpoints" / "last.ckpt"), atol=1e-6)
+    assert_same_params(ckpt_params(run / "checkpoints" / "last.ckpt"), whole_run, atol=1e-6)
+
+
+def test_sigusr1_checkpoints_at_a_step_boundary_and_resumes_exactly(tmp_path, whole_run):
+    """SLURM's warning before the time limit: stop after the step, last.ckpt, exit 75, resume."""
+    run = tmp_path / "signalled"
+    proc = start_then_signal(run, signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    assert 10 <= stopped < 40 and f"stopped on SIGUSR1 at step {stopped}" in err
+    resumed = subprocess.run([*TRAIN, "--run-dir", str(run), "--resume", "auto", *RESUME_RUN],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_params(ckpt_params(run / "checkpoints" / "last.ckpt"), whole_run, atol=1e-6)
 
 
 def free_port() -> int:
