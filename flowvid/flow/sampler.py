@@ -291,24 +291,28 @@ def guided(denoiser: Denoiser, scale: float, rate_guidance: bool = False) -> Den
     return fn
 
 
-def sample_full_sequence(denoiser: Denoiser, frame_shape, num_frames: int, steps: int, seeds: Sequence[int],
-                         labels: Sequence[int] | None = None, device="cpu") -> tuple[list[Tensor], SamplerStats]:
-    """Baseline: all frames present from t = 0, one shared t, `steps` Euler steps."""
+def sample_full_sequence(denoiser: Denoiser, frame_shape, num_frames: int | Sequence[int], steps: int,
+                         seeds: Sequence[int], labels: Sequence[int] | None = None,
+                         device="cpu") -> tuple[list[Tensor], SamplerStats]:
+    """Baseline: all frames present from t = 0, one shared t, `steps` Euler steps. num_frames is
+    one length for every clip or a length per clip (packed together, as the insertion sampler does)."""
     stats = SamplerStats()
+    lengths = [num_frames] * len(seeds) if isinstance(num_frames, int) else [int(n) for n in num_frames]
+    if len(lengths) != len(seeds):
+        raise ValueError(f"num_frames needs one length per seed ({len(seeds)}), got {len(lengths)}")
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    x = torch.cat([torch.randn(num_frames, *frame_shape, generator=g, device=device) for g in gens])
-    b = len(seeds)
-    pos = torch.arange(num_frames, device=device).repeat(b)
-    cu = torch.arange(0, b * num_frames + 1, num_frames, dtype=torch.int32, device=device)
-    flags = torch.zeros(b * num_frames, dtype=torch.bool, device=device)
+    x = torch.cat([torch.randn(n, *frame_shape, generator=g, device=device) for n, g in zip(lengths, gens)])
+    pos = torch.cat([torch.arange(n, device=device) for n in lengths])
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    flags = torch.zeros(len(pos), dtype=torch.bool, device=device)
     lab = _labels(labels, device)
     for k in range(steps):
-        t = torch.full((b * num_frames,), k / steps, device=device)
+        t = torch.full((len(pos),), k / steps, device=device)
         v, _ = denoiser(x, t, pos, cu, flags, flags, lab)
         stats.nfe += 1
         x = x + v / steps
     stats.steps = steps
-    return list(torch.split(x.cpu(), num_frames)), stats
+    return list(torch.split(x.cpu(), lengths)), stats
 
 
 def sample_autoregressive(denoiser: Denoiser, frame_shape, num_frames: int, steps: int, seeds: Sequence[int],

@@ -150,6 +150,10 @@ def test_nfe_guidance_and_step_skipping():
 def test_baselines_reach_the_target():
     clips, stats = sample_full_sequence(oracle(), SHAPE, num_frames=5, steps=6, seeds=[0, 1])
     assert stats.nfe == 6 and all(torch.allclose(c, TARGET.expand_as(c), atol=1e-5) for c in clips)
+    mixed, _ = sample_full_sequence(packed_denoiser, SHAPE, num_frames=[3, 7], steps=4, seeds=[0, 1])
+    alone, _ = sample_full_sequence(packed_denoiser, SHAPE, num_frames=7, steps=4, seeds=[1])
+    assert [c.shape[0] for c in mixed] == [3, 7]
+    torch.testing.assert_close(mixed[1], alone[0], atol=1e-5, rtol=1e-5)  # packed clips stay independent
     clips, stats = sample_autoregressive(oracle(), SHAPE, num_frames=4, steps=3, seeds=[0])
     assert stats.nfe == 12 and torch.allclose(clips[0], TARGET.expand(4, *SHAPE), atol=1e-5)
 
