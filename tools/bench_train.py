@@ -11,6 +11,11 @@ over visible frames) is shown too, since on CPU step time follows tokens more th
     python tools/bench_train.py [--steps 16] [--warmup 4] [--rounds 2] [--patch 4] [--clips 8]
 
 --patch 2 (257 tokens a frame, 4,112 a clip) makes attention most of the work, as at real sizes.
+On a CUDA device, --gpu trains in bf16-mixed and adds model FLOPs utilisation (MFU: 3 x the
+forward FLOPs of the visible frames / step time / the card's dense bf16 peak), e.g. the B preset
+on 64x64 frames for each attention backend:
+
+    python tools/bench_train.py --gpu --preset B --size 64 --patch 4 --backend flex [--compile]
 """
 from __future__ import annotations
 
@@ -40,27 +45,44 @@ SETTINGS = {
 }
 
 
+DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # vendor datasheets, dense
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class StepTimer(L.Callback):
     def __init__(self):
         self.times, self.tokens, self._t0 = [], [], 0.0
 
     def on_train_batch_start(self, trainer, module, batch, idx):
+        sync()
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, idx):
+        sync()
         self.times.append(time.perf_counter() - self._t0)
 
 
-def tokens_per_frame(patch: int) -> int:
-    return (32 // patch) ** 2 + 1  # patches plus the frame token
+def tokens_per_frame(args) -> int:
+    return (args.size // args.patch) ** 2 + 1  # patches plus the frame token
 
 
-def config(extra: list[str], steps: int, patch: int, clips: int):
-    return load_config("configs/base.yaml", [
-        "model.dim=128", "model.depth=4", "model.heads=4", "model.height=32", "model.width=32",
-        f"model.patch_size={patch}", "data.height=32", "data.width=32", f"data.min_frames={FRAMES}",
-        f"data.max_frames={FRAMES}", f"data.tokens_per_batch={clips * FRAMES * tokens_per_frame(patch)}", "data.synthetic.num_clips=256", "data.synthetic.val_clips=0",
-        f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "trainer.accelerator=cpu", *extra])
+def config(extra: list[str], args):
+    files = ["configs/base.yaml"] + ([f"configs/model/{args.preset}.yaml"] if args.preset else [])
+    model = [] if args.preset else ["model.dim=128", "model.depth=4", "model.heads=4"]
+    device = (["trainer.accelerator=gpu", "trainer.devices=1", "trainer.precision=bf16-mixed",
+               f"train.compile={str(args.compile).lower()}", "data.num_workers=8"] if args.gpu
+              else ["trainer.accelerator=cpu"])
+    return load_config(files, [
+        *model, *device, f"model.attention.backend={args.backend}", f"model.height={args.size}",
+        f"model.width={args.size}", f"model.patch_size={args.patch}", f"data.height={args.size}",
+        f"data.width={args.size}", f"data.min_frames={FRAMES}",
+        f"data.max_frames={FRAMES}", f"data.tokens_per_batch={args.clips * FRAMES * tokens_per_frame(args)}",
+        "data.synthetic.num_clips=256", "data.synthetic.val_clips=0",
+        f"trainer.max_steps={args.steps}", "trainer.limit_val_batches=0", *extra])
 
 
 def allowed_ratio(cfg, lengths: list[list[int]]) -> float:
@@ -83,9 +105,11 @@ def measure(cfg, warmup: int) -> tuple[float, list[list[int]]]:
         return s
 
     module.path.sample_batch = counting
-    L.Trainer(max_steps=cfg.trainer["max_steps"], accelerator="cpu", logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
-              use_distributed_sampler=False).fit(module, datamodule=VideoDataModule(cfg))
+    t = cfg.trainer
+    L.Trainer(max_steps=t["max_steps"], accelerator=t["accelerator"], devices=1, precision=t.get("precision", "32-true"),
+              logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+              limit_val_batches=0, callbacks=[timer], use_distributed_sampler=False,
+              ).fit(module, datamodule=VideoDataModule(cfg))
     return statistics.mean(timer.times[warmup:]), visible[warmup:]
 
 
@@ -94,36 +118,48 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--patch", type=int, default=4, choices=(2, 4, 8))
+    ap.add_argument("--patch", type=int, default=4, choices=(2, 4, 8, 16))
+    ap.add_argument("--size", type=int, default=32, help="frame side in pixels")
     ap.add_argument("--clips", type=int, default=8, help="clips a step")
+    ap.add_argument("--gpu", action="store_true", help="one CUDA device, bf16-mixed; adds MFU")
+    ap.add_argument("--preset", default="", help="a model preset (configs/model/NAME.yaml) instead of the small net")
+    ap.add_argument("--backend", default="sdpa", help="attention backend: sdpa | flex | xformers | reference")
+    ap.add_argument("--compile", action="store_true", help="compile the transformer blocks (train.compile)")
     args = ap.parse_args()
-    tpf = tokens_per_frame(args.patch)
+    tpf = tokens_per_frame(args)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"4 blocks, width 128, 32x32 frames, patch {args.patch} ({tpf} tokens/frame); {args.clips} clips of {FRAMES} "
-          f"frames a step; "
-          f"mean of {args.steps - args.warmup} steps after {args.warmup}\n")
+    device = torch.cuda.get_device_name() if args.gpu else f"{platform.machine()}, {torch.get_num_threads()} threads"
+    print(f"device: {device}, torch {torch.__version__}; {args.preset or '4 blocks, width 128'}, {args.backend}"
+          f"{', compiled' if args.compile else ''}, {args.size}x{args.size} frames, patch {args.patch} ({tpf} "
+          f"tokens/frame); {args.clips} clips of {FRAMES} frames a step; mean of {args.steps - args.warmup} steps "
+          f"after {args.warmup}\n")
     # Settings take turns over `rounds` rounds and each keeps its fastest round: load from other
     # processes on a shared machine then slows every setting alike instead of one of them.
     rows: dict = {}
     for _ in range(args.rounds):
         for name, extra in SETTINGS.items():
-            cfg = config(extra, args.steps, args.patch, args.clips)
+            cfg = config(extra, args)
             t, lengths = measure(cfg, args.warmup)
             if name not in rows or t < rows[name][0][0]:
                 rows[name] = ((t, lengths), cfg)
     (base_t, _), _ = rows["full sequence"]
+    peak = next((v for k, v in DENSE_BF16_PEAK.items() if k in device), float("nan")) if args.gpu else None
+    mfu_head, mfu_rule = (" MFU |", "---|") if args.gpu else ("", "")
     print("| setting | visible frames/step | step ms | clips/s | tokens/s | speed-up | allowed (FLOPs) | efficiency "
-          "| allowed (tokens) | efficiency |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"| allowed (tokens) | efficiency |{mfu_head}")
+    print(f"|---|---|---|---|---|---|---|---|---|---|{mfu_rule}")
     for name, ((t, lengths), cfg) in rows.items():
         allowed = allowed_ratio(cfg, lengths)
         vis = float(np.mean([sum(step) for step in lengths]))
         speed = base_t / t
         tokens = args.clips * FRAMES / vis
+        mfu = ""
+        if args.gpu:  # forward + backward = 3 x the forward FLOPs of the frames the steps showed
+            flops = 3 * float(np.mean([sum(forward_flops(cfg.model, m) for m in step) for step in lengths]))
+            mfu = f" {100 * flops / t / peak:.1f}% |"
         print(f"| {name} | {vis:.1f} | {1e3 * t:.0f} | {args.clips / t:.1f} | {vis * tpf / t:,.0f} | {speed:.2f}x "
-              f"| {allowed:.2f}x | {speed / allowed:.2f} | {tokens:.2f}x | {speed / tokens:.2f} |")
+              f"| {allowed:.2f}x | {speed / allowed:.2f} | {tokens:.2f}x | {speed / tokens:.2f} |{mfu}")
 
 
 if __name__ == "__main__":
