@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -17,12 +18,21 @@ from flowvid.data.manifest import read_manifest
 def worker_context():
     """Workers start from a forkserver: a clean process forks them quickly, and they never inherit
     decoder threads of the parent (decord is not fork-safe; a worker forked from a process that
-    has decoded with it can deadlock). spawn where forkserver is missing."""
+    has decoded with it can deadlock). spawn where forkserver is missing. The forkserver and the
+    workers ignore SIGUSR1 (flowvid.data.worker_signals, ignore_stop_signal)."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "flowvid.data.datasets", "flowvid.data.synthetic"])
+    ctx.set_forkserver_preload(["flowvid.data.worker_signals", "torch", "flowvid.data.datasets",
+                                "flowvid.data.synthetic"])
     return ctx
+
+
+def ignore_stop_signal(worker_id: int) -> None:
+    """worker_init_fn: SIGUSR1 is the training process's to act on (spawned workers start without
+    the forkserver's setting)."""
+    if hasattr(signal, "SIGUSR1"):  # POSIX
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def tokens_per_frame(cfg: Config) -> int:
@@ -102,7 +112,8 @@ class VideoDataModule(L.LightningDataModule):
         return torch.utils.data.DataLoader(
             self.datasets[split], batch_sampler=sampler, collate_fn=collate_clips,
             num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers,
-            multiprocessing_context=worker_context() if workers > 0 else None)
+            multiprocessing_context=worker_context() if workers > 0 else None,
+            worker_init_fn=ignore_stop_signal if workers > 0 else None)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader("train")

@@ -115,10 +115,10 @@ class FlowceptionModule(L.LightningModule):
         self.batches_in_epoch += 1
         self.global_batches_in_epoch += self.trainer.world_size
         if batch.num_clips == 0:  # every read in this batch failed: take part in the collectives, skip everywhere
+            self.idle_forward()
             self.reduce_counts(torch.zeros(2, device=self.device))
             self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
-            self.skipped_steps += 1
-            log.warning("a batch whose every read failed was skipped (step %d)", self.global_step)
+            self.on_nonfinite("batch (every read in it failed)")
             return
         opt, sched = self.optimizers(), self.lr_schedulers()
         gens = self.generators(batch, self.global_step, salt=0)
@@ -129,7 +129,7 @@ class FlowceptionModule(L.LightningModule):
             return
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms.total)
-        if not self.finite_everywhere(self.grad_norm()):  # a finite loss can still overflow in backward
+        if not self.finite_everywhere(self.grad_max()):  # a finite loss can still overflow in backward
             opt.zero_grad(set_to_none=True)
             self.on_nonfinite("gradient")
             return
@@ -158,12 +158,25 @@ class FlowceptionModule(L.LightningModule):
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
-    def grad_norm(self) -> Tensor:
-        """Norm of this rank's gradients (its shard under FSDP); finite_everywhere combines the ranks."""
+    def grad_max(self) -> Tensor:
+        """Largest |gradient| of this rank (its shard under FSDP): finite exactly when every gradient is
+        (a max, unlike a norm, cannot overflow in half precision). finite_everywhere combines the ranks.
+        With a loss scaler (16-mixed) an overflow is the scaler's to handle: it skips the step and lowers
+        its scale, so 0 is returned."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if not grads:
+        if not grads or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             return torch.zeros((), device=self.device)
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+        return torch.stack(torch._foreach_norm(grads, float("inf"))).float().max()
+
+    @torch.no_grad()
+    def idle_forward(self) -> None:
+        """A forward on one blank frame, for a rank without clips: under FSDP the forward gathers the
+        sharded weights, a collective every rank must join; DDP needs nothing from it."""
+        m = self.cfg.model
+        x = torch.zeros(1, m.in_channels, m.height, m.width, device=self.device)
+        zero, flag = torch.zeros(1, device=self.device), torch.zeros(1, dtype=torch.bool, device=self.device)
+        label = torch.full((1,), -1, device=self.device) if m.num_classes else None
+        self.model(x, zero, zero.long(), torch.tensor([0, 1], dtype=torch.int32, device=self.device), flag, flag, label)
 
     def on_nonfinite(self, what: str) -> None:
         self.nonfinite_in_a_row += 1

@@ -1,10 +1,14 @@
-"""Stop at a step boundary on SIGUSR1 with a checkpoint, and requeue the job under SLURM.
+"""SIGUSR1: stop at a step boundary with a checkpoint, and requeue the job under SLURM.
 
 SLURM sends SIGUSR1 before the time limit when the job asks for it (`--signal=SIGUSR1@90`, see
 tools/slurm_train.sbatch). Lightning's own handler would write a checkpoint inside the signal
 handler, in the middle of whatever step is running; here the handler only raises a flag, the
-ranks agree on it after the step, last.ckpt is written at that boundary (so a resume continues
-exactly as an uninterrupted run would), the job is requeued and the run stops.
+ranks agree on it after the step, `LastCheckpoint` (flowvid.training.run) writes last.ckpt at
+that boundary, the job is requeued and the run stops with `RunPaused`, skipping the validation
+and previews a normal stop would run.
+
+SLURM signals every process of the job step, data-loading workers included; those ignore
+SIGUSR1 (flowvid.data.worker_signals), which would otherwise kill them mid-batch.
 """
 from __future__ import annotations
 
@@ -13,46 +17,45 @@ import os
 import signal
 import subprocess
 import threading
-from pathlib import Path
+from multiprocessing import resource_tracker
 
-import lightning as L
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
 EXIT_REQUEUED = 75  # EX_TEMPFAIL: stopped early on purpose, run again with --resume auto
+STOP_SIGNAL = getattr(signal, "SIGUSR1", None)  # POSIX only; elsewhere nothing is installed
 
 
-class StopOnSignal(L.Callback):
-    def __init__(self, path: Path, signum: int = signal.SIGUSR1):
-        self.path, self.signum = path, signum
-        self.raised, self.stopped_at = False, None
+class RunPaused(Exception):
+    """Stopped on SIGUSR1 after writing last.ckpt at a step boundary."""
+
+
+class StopFlag:
+    """Set by SIGUSR1 in this process; `any_rank` tells whether any rank got it."""
+
+    def __init__(self):
+        self.raised = False
         self._previous = None
 
-    def on_fit_start(self, trainer, module) -> None:
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            self._previous = signal.signal(self.signum, self._handler)
+    def install(self) -> None:
+        if STOP_SIGNAL is None or threading.current_thread() is not threading.main_thread() or self._previous:
+            return
+        self._previous = signal.signal(STOP_SIGNAL, signal.SIG_IGN)
+        # multiprocessing's resource tracker (shared memory of the loader workers) is a process of its
+        # own that SLURM signals too: started now, it inherits the ignored signal (that survives exec)
+        resource_tracker.ensure_running()
+        signal.signal(STOP_SIGNAL, self._handler)
 
-    def on_fit_end(self, trainer, module) -> None:
+    def restore(self) -> None:
         if self._previous is not None:
-            signal.signal(self.signum, self._previous)
+            signal.signal(STOP_SIGNAL, self._previous)
             self._previous = None
 
     def _handler(self, signum, frame) -> None:
         self.raised = True
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if not self._any_rank_raised(module.device):
-            return
-        trainer.save_checkpoint(self.path, weights_only=False)
-        self.stopped_at = trainer.global_step
-        trainer.should_stop = True
-        log.warning("%s: checkpoint at step %d (%s), stopping", signal.Signals(self.signum).name,
-                    trainer.global_step, self.path)
-        if trainer.is_global_zero:
-            requeue_slurm_job()
-
-    def _any_rank_raised(self, device) -> bool:
+    def any_rank(self, device) -> bool:
         flag = torch.tensor([float(self.raised)], device=device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)

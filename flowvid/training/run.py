@@ -20,7 +20,7 @@ from flowvid.data.module import VideoDataModule
 from flowvid.models.dit import Block
 from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, resolve_resume
 from flowvid.training.module import FlowceptionModule
-from flowvid.training.requeue import StopOnSignal
+from flowvid.training.requeue import RunPaused, StopFlag, requeue_slurm_job
 
 log = logging.getLogger(__name__)
 # Expected here, not problems: the EMA copy stays in eval mode; with manual optimisation a
@@ -61,17 +61,29 @@ def check_trainer_keys(options: dict) -> None:
 class LastCheckpoint(L.Callback):
     """last.ckpt every `every` steps and at the run's last step, always written inside the loop:
     a save after fit() returns (as ModelCheckpoint's save_last does at train end) records the
-    epoch as finished, and a resume from it would skip the rest of that epoch."""
+    epoch as finished, and a resume from it would skip the rest of that epoch.
+
+    It also acts on SIGUSR1 (flowvid.training.requeue): last.ckpt at the step boundary, a SLURM
+    requeue, and RunPaused, unless the run ends at this step anyway."""
 
     def __init__(self, path: Path, every: int):
-        self.path, self.every = path, every
+        self.path, self.every, self.stop = path, every, StopFlag()
+
+    def on_fit_start(self, trainer, module) -> None:
+        self.stop.install()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         last_step = 0 < trainer.max_steps <= trainer.global_step
         last_epoch = trainer.max_epochs not in (None, -1) and trainer.is_last_batch and \
             trainer.current_epoch + 1 >= trainer.max_epochs
-        if last_step or last_epoch or trainer.global_step % self.every == 0:
+        pause = self.stop.any_rank(module.device) and not (last_step or last_epoch)
+        if last_step or last_epoch or pause or trainer.global_step % self.every == 0:
             trainer.save_checkpoint(self.path, weights_only=False)
+        if pause:
+            log.warning("SIGUSR1: checkpoint at step %d (%s), stopping", trainer.global_step, self.path)
+            if trainer.is_global_zero:
+                requeue_slurm_job()
+            raise RunPaused(f"stopped on SIGUSR1 at step {trainer.global_step}")
 
 
 def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
@@ -91,10 +103,9 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     # it makes it: a new loader (and length) each epoch keeps every epoch whole.
     opts.setdefault("reload_dataloaders_every_n_epochs", 1)
     plugins = [AtomicCheckpointIO()]
-    if SLURMEnvironment.detect():  # StopOnSignal requeues at a step boundary, not Lightning's handler mid-step
+    if SLURMEnvironment.detect():  # LastCheckpoint requeues at a step boundary, not Lightning's handler mid-step
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    stop = StopOnSignal(checkpoint_dir(run_dir) / "last.ckpt")
-    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, last, stop], plugins=plugins,
+    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, last], plugins=plugins,
                      use_distributed_sampler=False, **opts)
 
 
@@ -124,7 +135,13 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
         write_config(run_dir, cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    stop = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
+    last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+    paused = False
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RunPaused:
+        paused = True
+    finally:
+        last.stop.restore()  # after Lightning's teardown, which puts back the handlers it found at start
     return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps,
-                       stop.stopped_at is not None)
+                       paused)

@@ -31,15 +31,16 @@ def whole_run(tmp_path_factory):
     return ckpt_params(run / "checkpoints" / "last.ckpt")
 
 
-def start_then_signal(run, signum) -> subprocess.Popen:
-    """Start a run and send it signum once its first step checkpoint exists."""
-    proc = subprocess.Popen([*TRAIN, "--run-dir", str(run), *RESUME_RUN], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start_then_signal(run, signum, extra=()) -> subprocess.Popen:
+    """Start a run in its own process group and send signum to the whole group (as SLURM signals
+    every process of a job step, data workers included) once its first step checkpoint exists."""
+    proc = subprocess.Popen([*TRAIN, "--run-dir", str(run), *RESUME_RUN, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     first = run / "checkpoints" / "step00000010.ckpt"
     deadline = time.time() + 120
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signum)
+    os.killpg(proc.pid, signum)
     return proc
 
 
@@ -59,9 +60,10 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, whole_run):
 
 
 def test_sigusr1_checkpoints_at_a_step_boundary_and_resumes_exactly(tmp_path, whole_run):
-    """SLURM's warning before the time limit: stop after the step, last.ckpt, exit 75, resume."""
+    """SLURM's warning before the time limit: stop after the step, last.ckpt, exit 75, resume.
+    With two loader workers, which must survive the signal the group receives."""
     run = tmp_path / "signalled"
-    proc = start_then_signal(run, signal.SIGUSR1)
+    proc = start_then_signal(run, signal.SIGUSR1, ["data.num_workers=2"])
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-2000:]
     stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]

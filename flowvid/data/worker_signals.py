@@ -1,0 +1,11 @@
+"""Imported by the forkserver that starts data-loading workers (never by the training process):
+SIGUSR1 is ignored from then on, there and in every worker it forks.
+
+SLURM's warning before a time limit (`--signal=SIGUSR1@90`) reaches every process of the job
+step. The training process handles it (flowvid.training.requeue); a worker or the forkserver
+would be killed by it, and the run would die mid-batch instead of stopping at the step boundary.
+"""
+import signal
+
+if hasattr(signal, "SIGUSR1"):  # POSIX
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
