@@ -163,7 +163,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, length: bool = True) -> None:
     p.add_argument("--skip", type=float, default=0.0, metavar="THRESHOLD",
                    help="adaptive step skipping: reuse velocities that changed less than this (e.g. 0.05; 0 = off)")
     p.add_argument("--tail-steps", type=int, default=0, metavar="M",
-                   help="at most M evaluations after the last insertion step; frames inserted late finish in "
+                   help="at most M steps after the last insertion step; frames inserted late finish in "
                         "fewer, larger steps (e.g. steps/4; 0 = as many as they need, up to --steps)")
 
 

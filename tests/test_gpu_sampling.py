@@ -14,9 +14,6 @@ def test_tasks_run_on_the_gpu_and_keep_given_frames():
     model = model.cuda()
     samples = generate(model, cfg, num=3, steps=6, seed=1, max_frames=24)
     assert all(1 <= len(c) <= 24 and c.dtype == torch.uint8 for c in samples.clips)
-    on_cpu = generate(model.cpu(), cfg, num=3, steps=6, seed=1, max_frames=24)
-    assert samples.record.nfe > 0 and on_cpu.record.nfe > 0  # the CPU run is a smoke reference, not equal draws
-    model = model.cuda()
     frames = images(4)
     v = interpolate(model, cfg, frames, 10.0, factor=3, steps=4)
     assert len(v.frames) == 10 and torch.equal(v.frames[::3], torch.from_numpy(frames))

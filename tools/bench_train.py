@@ -45,7 +45,8 @@ SETTINGS = {
 }
 
 
-DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # vendor datasheets, dense
+# dense bf16 peaks from the vendor datasheets; the first name found in the device's name counts
+DENSE_BF16_PEAK = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def sync() -> None:
@@ -93,7 +94,8 @@ def allowed_ratio(cfg, lengths: list[list[int]]) -> float:
 
 def measure(cfg, warmup: int) -> tuple[float, list[list[int]]]:
     """(mean step seconds, visible frames of each clip of each step) over the steps after warm-up.
-    The mean, not the median: the allowed ratio sums the same steps' FLOPs, and step costs are skewed."""
+    The mean, not the median: the allowed ratio sums the same steps' FLOPs, and step costs are skewed.
+    A step is timed from its batch's arrival to the end of the optimizer step and EMA: loading is not in it."""
     L.seed_everything(cfg.seed, verbose=False)
     module, timer = FlowceptionModule(cfg), StepTimer()
     visible = []

@@ -14,9 +14,9 @@ Insertion sampler, step size h = 1 / steps; per step one evaluation (two with gu
 - t_g += h; stop when every frame is clean: at most 2 * steps steps.
 Each clip draws from its own generator, so a batch gives the clips it would give one by one.
 
-`tail_steps` (0 = the rule above) bounds the evaluations after the last insertion step: there a
-frame with R tail evaluations left moves dt = max(h, (1 - t) / R), so frames inserted late finish
-in fewer, larger steps and the run ends after at most steps + tail_steps evaluations. Insertions
+`tail_steps` (0 = the rule above) bounds the steps after the last insertion step: there a frame
+with R tail steps left moves dt = max(h, (1 - t) / R), so frames inserted late finish in fewer,
+larger steps and the run ends after at most steps + min(tail_steps, steps) steps. Insertions
 are untouched (the tail starts once the clock reaches 1), so each clip keeps its length and its
 insertion order; only the late frames' integration is coarser. Clips whose frames are all clean
 leave the packed batch.
@@ -118,7 +118,9 @@ class InsertionSampler:
                              f"start frames; raise --max-frames")
         noise = torch.randn(n_noise, *self.frame_shape, generator=g, device=self.device)
         x = torch.cat([ctx.to(self.device, torch.float32), noise])
-        t = torch.cat([torch.ones(k, device=self.device), torch.zeros(n_noise, device=self.device)])
+        # times in float64: N steps of 1/N must add up to 1 (in float32 they fall short for many N, and a
+        # frame would need one more step); the network gets them in float32
+        t = torch.cat([torch.ones(k, device=self.device), torch.zeros(n_noise, device=self.device)]).double()
         is_ctx = torch.arange(k + n_noise, device=self.device) < k
         passive = torch.zeros(k + n_noise, dtype=torch.bool, device=self.device)
         if len(task.passive):
@@ -165,7 +167,7 @@ class InsertionSampler:
         left = (1.0 - c.t).clamp(min=0.0)
         dt = torch.where(c.context, 0.0, torch.minimum(torch.clamp(share * left, min=h), left))
         moving = (dt > 0).view(-1, 1, 1, 1)
-        c.x = torch.where(moving, c.x + dt.view(-1, 1, 1, 1) * v, c.x)  # given frames stay exact, even if v is not finite
+        c.x = torch.where(moving, c.x + dt.view(-1, 1, 1, 1).to(c.x.dtype) * v, c.x)  # given frames stay exact, even if v is not finite
         c.t = torch.where(dt > 0, c.t + dt, c.t)
         c.t = torch.where((1.0 - c.t).abs() < 1e-6, torch.ones_like(c.t), c.t)  # no float drift below 1
 
@@ -219,7 +221,7 @@ class InsertionSampler:
                 at = sum(x.shape[0] for x in xs)
                 c.insertions += [(step, at + j) for j in range(n)]
                 xs.append(torch.randn(n, *self.frame_shape, generator=c.gen, device=self.device))
-                ts.append(torch.zeros(n, device=self.device))
+                ts.append(torch.zeros(n, dtype=torch.float64, device=self.device))
                 ctx.append(torch.zeros(n, dtype=torch.bool, device=self.device))
                 pas.append(torch.zeros(n, dtype=torch.bool, device=self.device))
         c.x, c.t, c.context, c.passive = torch.cat(xs), torch.cat(ts), torch.cat(ctx), torch.cat(pas)
@@ -249,7 +251,7 @@ class InsertionSampler:
             self.stats.skipped += 1
             return last[0], last[1], (last[0], last[1], shapes, math.inf)  # never two skips in a row
         x = torch.cat([c.x for c in clips])
-        t = torch.cat([c.t for c in clips])
+        t = torch.cat([c.t for c in clips]).float()
         pos = torch.cat([torch.arange(c.x.shape[0], device=self.device) for c in clips])
         cu = torch.tensor([0, *torch.tensor(shapes).cumsum(0).tolist()], dtype=torch.int32, device=self.device)
         ctx = torch.cat([c.context for c in clips])

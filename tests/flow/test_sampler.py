@@ -110,6 +110,18 @@ def test_bounded_tail_keeps_insertions_and_ends_early():
         InsertionSampler(oracle(), SHAPE, tail_steps=-1)
 
 
+@pytest.mark.parametrize("steps", [107, 500])
+def test_a_frame_inserted_at_the_last_insertion_step_finishes_in_2n_steps(steps):
+    """N steps of 1/N reach t = 1 exactly (in float32 they fall short for these N)."""
+    def last_step_rate(x, t, pos, cu):
+        return torch.where((t > 1 - 1.5 / steps) & (t < 1), 5.0, 0.0)  # only the clock's last step inserts
+    s = InsertionSampler(oracle(last_step_rate), SHAPE, steps=steps, n_start=1)
+    r = s.sample([ClipTask(seed=0)])[0]
+    assert r.insertions and all(step == steps - 1 for step, _ in r.insertions)
+    assert r.steps == 2 * steps
+    torch.testing.assert_close(r.frames, TARGET.expand_as(r.frames), atol=1e-5, rtol=0)
+
+
 def test_prescribed_counts_keep_context_and_fill_exact_gaps():
     ctx = torch.stack([torch.full(SHAPE, v) for v in (-0.5, 0.1, 0.9)])
     task = ClipTask(context=ctx, passive=[False, False, True], gap_counts=[3, 2, 0], seed=5)
