@@ -420,10 +420,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
+    from flowvid.errors import UsageError
+
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # ConfigError is a ValueError
-        print(f"flowvid {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, UsageError) as e:  # ConfigError is a ValueError
+        first, *rest = str(e).strip().splitlines() or [type(e).__name__]
+        more = f" (flowvid -v {args.command} ... shows more)" if rest and not args.verbose else ""
+        print(f"flowvid {args.command}: error: {first}{more}", file=sys.stderr)
+        if rest and args.verbose:
+            print("\n".join(rest), file=sys.stderr)
         return EXIT_USAGE
 
 

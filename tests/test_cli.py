@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from flowvid.cli import main
 
 
@@ -60,3 +62,20 @@ def test_unavailable_backend_is_a_one_line_error(capsys):
     import pytest
     with pytest.raises(RuntimeError, match="flowvid\\[xformers\\]"):
         SpatioTemporalDiT(load_config("configs/tiny.yaml", ["model.attention.backend=xformers"]).model)
+
+
+def test_usage_errors_are_one_line_and_other_errors_keep_their_traceback(monkeypatch, capsys):
+    import flowvid.cli as cli
+    from flowvid.errors import UsageError
+
+    def raising(error):
+        def cmd(args):
+            raise error
+        return cmd
+
+    monkeypatch.setattr(cli, "cmd_config", raising(UsageError("bad data\nCaught in a worker:\ntrace")))
+    assert main(["config", "-c", "configs/tiny.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == "flowvid config: error: bad data (flowvid -v config ... shows more)"
+    monkeypatch.setattr(cli, "cmd_config", raising(RuntimeError("an internal failure")))
+    with pytest.raises(RuntimeError, match="an internal failure"):
+        main(["config", "-c", "configs/tiny.yaml"])

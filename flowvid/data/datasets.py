@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from flowvid.data.clips import Clip, ClipRequest
 from flowvid.data.manifest import ManifestEntry, resolve
 from flowvid.data.readers import VideoReadError, open_video
+from flowvid.errors import UsageError
 
 log = logging.getLogger(__name__)
 _MIN_READS_BEFORE_GIVING_UP = 20
@@ -68,7 +69,7 @@ class FailureCounter:
         self.failures += 1
         log.warning("skipped a clip (%d of %d reads failed so far in this worker): %s", self.failures, self.reads, err)
         if self.reads >= _MIN_READS_BEFORE_GIVING_UP and self.failures > self.max_fraction * self.reads:
-            raise RuntimeError(f"{self.failures} of {self.reads} video reads failed (last: {err}); more than "
+            raise UsageError(f"{self.failures} of {self.reads} video reads failed (last: {err}); more than "
                                f"data.max_failed_fraction={self.max_fraction}: check the files or re-run "
                                f"`flowvid data index`")
 

@@ -30,6 +30,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from flowvid.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("decord", "pyav")
@@ -52,7 +54,7 @@ _MAGIC = (b"\x1a\x45\xdf\xa3", b"OggS", b"FLV", b"\x00\x00\x01\xba", b"\x00\x00\
 _NOT_VIDEO_FORMATS = ("tty",)
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(UsageError):
     """A video that cannot be read; str(e) == f"{path}: {reason}", details (if any) in .detail."""
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str = ""):
@@ -97,7 +99,7 @@ def resolve_backend(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {name!r}")
     if name == "decord" and _decord_import_error() is not None:
-        raise RuntimeError(f"backend 'decord' is unavailable ({_decord_import_error()}); use backend='pyav'")
+        raise UsageError(f"backend 'decord' is unavailable ({_decord_import_error()}); use backend='pyav'")
     return name
 
 

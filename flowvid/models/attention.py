@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flowvid.errors import UsageError
+
 BACKENDS = ("sdpa", "reference", "xformers", "flex")
 
 
@@ -271,17 +273,17 @@ def check_backend(name: str) -> None:
         try:
             import xformers.ops  # noqa: F401
         except ImportError as e:
-            raise RuntimeError("attention backend 'xformers' needs the xformers package: "
+            raise UsageError("attention backend 'xformers' needs the xformers package: "
                                "pip install 'flowvid[xformers]' (CUDA only); use 'sdpa' otherwise") from e
     if name == "flex":
         try:
             from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
         except ImportError as e:
-            raise RuntimeError(f"attention backend 'flex' needs torch>=2.5 with FlexAttention, "
+            raise UsageError(f"attention backend 'flex' needs torch>=2.5 with FlexAttention, "
                                f"this is torch {torch.__version__}; use 'sdpa'") from e
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, backend: str) -> Tensor:
     if backend == "xformers" and q.device.type != "cuda":
-        raise RuntimeError("attention backend 'xformers' runs on CUDA only; use 'sdpa' on CPU")
+        raise UsageError("attention backend 'xformers' runs on CUDA only; use 'sdpa' on CPU")
     return ATTENTION[backend](q, k, v, layout)

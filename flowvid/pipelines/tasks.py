@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowvid.errors import UsageError
 from flowvid.flow.sampler import (ClipResult, ClipTask, Denoiser, InsertionSampler, guided, sample_autoregressive,
                                   sample_full_sequence)
 
@@ -113,7 +114,7 @@ def to_model_space(frames: Tensor) -> Tensor:
 def to_uint8(x: Tensor) -> Tensor:
     """float (F, 3, H, W) in [-1, 1] -> uint8 (F, H, W, 3): u = round((clamp(x) + 1) 127.5), as flowvid.io does."""
     if not bool(torch.isfinite(x).all()):
-        raise RuntimeError("the model produced non-finite frames (NaN or inf); is the checkpoint damaged?")
+        raise UsageError("the model produced non-finite frames (NaN or inf); is the checkpoint damaged?")
     u = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return u.permute(0, 2, 3, 1).contiguous()  # (F, H, W, 3)
 

@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule
+from flowvid.errors import UsageError
 from flowvid.models.dit import Block
 from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, resolve_resume
 from flowvid.training.module import FlowceptionModule
@@ -91,6 +92,9 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     opts = dict(cfg.trainer)
     opts["strategy"] = strategy(cfg)
     on_gpu = torch.cuda.is_available() and opts.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+    if cfg.model.attention.backend.value == "flex" and not on_gpu:
+        raise UsageError("attention backend 'flex' has no backward pass on CPU in torch; train on CPU with "
+                         "model.attention.backend=sdpa (flex serves GPU training and CPU sampling)")
     opts.setdefault("precision", "bf16-mixed" if on_gpu else "32-true")
     if not has_val:
         opts["limit_val_batches"] = 0

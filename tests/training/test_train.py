@@ -47,7 +47,8 @@ def test_cli_trains_exports_and_loads(tmp_path, capsys):
 def test_bad_config_or_missing_data_exit_2_and_create_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     for args in (["data.source=manifest", f"data.manifest={tmp_path / 'missing.jsonl'}"],
-                 ["optim.lr=-1"], ["trainer.max_stepz=3"], ["data.height=32"]):
+                 ["optim.lr=-1"], ["trainer.max_stepz=3"], ["data.height=32"],
+                 ["model.attention.backend=flex", "trainer.accelerator=cpu"]):
         assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("flowvid train: error:"), err
