@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -133,6 +134,25 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path)
     L.seed_everything(cfg.seed, verbose=False)
     fresh = {f"model.{k}": v for k, v in FlowceptionModule(cfg).model.state_dict().items()}
     assert max((ddp[k] - fresh[k]).abs().max().item() for k in ddp) > 1e-3
+
+
+def test_an_empty_batch_on_one_rank_is_skipped_by_both(tmp_path):
+    """Rank 1's second batch has no clips: both ranks skip that step together and train on."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE"))}
+    script = str(Path(__file__).with_name("ddp_empty_batch.py"))
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
+         "--master-addr=127.0.0.1", f"--master-port={port}", script, "train", "-c", "configs/tiny.yaml", *FAST,
+         "--run-dir", str(tmp_path / "ddp"), "trainer.max_steps=4", "trainer.limit_val_batches=0",
+         "trainer.num_nodes=2", "trainer.devices=1", "trainer.strategy=ddp"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "4 steps (1 skipped)" in outs[0][0]
+    params = ckpt_params(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(v).all() for v in params.values())
 
 
 @pytest.mark.parametrize("stops,every,lengths", [

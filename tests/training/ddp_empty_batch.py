@@ -1,0 +1,21 @@
+"""`flowvid train` with rank 1's second batch empty (as when every read in it failed), for
+tests/training/test_system.py: the ranks must stay in step through the skipped step."""
+import os
+import sys
+
+from flowvid.cli import main
+from flowvid.data import clips as clips_module
+from flowvid.data import module as data_module
+
+original = clips_module.collate_clips
+calls = {"n": 0}
+
+
+def failing(items):
+    calls["n"] += 1
+    empty = os.environ.get("RANK") == "1" and calls["n"] == 2
+    return original([None] * len(items) if empty else items)
+
+
+data_module.collate_clips = failing
+sys.exit(main(sys.argv[1:]))
