@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -425,12 +426,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except (ValueError, FileNotFoundError, UsageError) as e:  # ConfigError is a ValueError
-        first, *rest = str(e).strip().splitlines() or [type(e).__name__]
+        first, rest = _headline(e)
         more = f" (flowvid -v {args.command} ... shows more)" if rest and not args.verbose else ""
         print(f"flowvid {args.command}: error: {first}{more}", file=sys.stderr)
         if rest and args.verbose:
             print("\n".join(rest), file=sys.stderr)
         return EXIT_USAGE
+
+
+def _headline(error: Exception) -> tuple[str, list[str]]:
+    """The line that says what is wrong, and the rest. An error from a DataLoader worker comes
+    wrapped ("Caught X in DataLoader worker process 0." and the traceback): its own message is last."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+    if lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        return re.sub(r"^[\w.]+: ", "", lines[-1].strip()), lines
+    return lines[0], lines[1:]
 
 
 if __name__ == "__main__":

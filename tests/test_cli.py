@@ -79,3 +79,29 @@ def test_usage_errors_are_one_line_and_other_errors_keep_their_traceback(monkeyp
     monkeypatch.setattr(cli, "cmd_config", raising(RuntimeError("an internal failure")))
     with pytest.raises(RuntimeError, match="an internal failure"):
         main(["config", "-c", "configs/tiny.yaml"])
+
+
+class _FailingReads:
+    """A dataset whose reads fail as a DataLoader worker reports it (a module-level class: picklable)."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from flowvid.errors import UsageError
+
+        raise UsageError("3 of 4 video reads failed; check the files")
+
+
+def test_an_error_raised_in_a_loader_worker_is_reported_by_its_own_message(monkeypatch, capsys):
+    import torch
+
+    import flowvid.cli as cli
+
+    def cmd(args):
+        next(iter(torch.utils.data.DataLoader(_FailingReads(), num_workers=1)))
+
+    monkeypatch.setattr(cli, "cmd_config", cmd)
+    assert main(["config", "-c", "configs/tiny.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowvid config: error: 3 of 4 video reads failed; check the files"), err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 from pathlib import Path
 
@@ -30,9 +31,14 @@ def worker_context():
 
 def ignore_stop_signal(worker_id: int) -> None:
     """worker_init_fn: SIGUSR1 is the training process's to act on (spawned workers start without
-    the forkserver's setting)."""
+    the forkserver's setting). Lightning's worker seeding, which a worker_init_fn of ours replaces,
+    runs too when seed_everything(workers=True) asked for it."""
     if hasattr(signal, "SIGUSR1"):  # POSIX
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if os.environ.get("PL_SEED_WORKERS") == "1":
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id)
 
 
 def tokens_per_frame(cfg: Config) -> int:

@@ -181,12 +181,16 @@ def _track_turns(trak: bytes) -> int | None:
     if not video or matrix is None:
         return None
     a, b, _, c, d = matrix[:5]  # FFmpeg's av_display_rotation_get: counter-clockwise = -atan2(b', a')
+    if a * d - b * c < 0:  # a mirrored picture: FFmpeg flips it as well, which flowvid does not
+        log.warning("a mirrored display matrix is ignored (the frames are read as stored)")
+        return 0
     clockwise = math.degrees(math.atan2(b / (math.hypot(b, d) or 1), a / (math.hypot(a, c) or 1)))
     return round(clockwise / 90) % 4
 
 
 def _iso_turns(path: str) -> int:
-    """The display rotation of an mp4/mov's first video track, in clockwise quarter turns (0 if none)."""
+    """The display rotation of an mp4/mov's first video track, in clockwise quarter turns (0 if none).
+    Never raises: a damaged header is FFmpeg's to judge, and reads as unrotated here."""
     try:
         with open(path, "rb") as f:
             end = f.seek(0, os.SEEK_END)
@@ -195,10 +199,11 @@ def _iso_turns(path: str) -> int:
             if moov is None:
                 return 0
             f.seek(moov[0])
-            data = f.read(moov[1] - moov[0])
+            data = f.read(min(moov[1], end) - moov[0])  # a size past the end of the file is a lie
         traks = [data[s:e] for k, s, e in _iso_boxes(io.BytesIO(data), len(data)) if k == b"trak"]
         return next((t for t in map(_track_turns, traks) if t is not None), 0)
-    except (OSError, struct.error):
+    except Exception as e:  # noqa: BLE001 - whatever a damaged header makes the parser do
+        log.debug("%s: display matrix not read (%s)", path, e)
         return 0
 
 

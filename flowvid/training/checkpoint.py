@@ -33,19 +33,42 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:
-    """None (start fresh), 'auto' (the run's last.ckpt if there is one) or a checkpoint path."""
+def resolve_resume(run_dir: str | Path, resume: str | None, model: Any = None) -> Path | None:
+    """None (start fresh), 'auto' (the run's newest checkpoint if there is one) or a checkpoint path.
+    A file that is not a flowvid checkpoint, or one of another network than `model` (a ModelConfig),
+    fails here, before anything is written."""
     if resume is None:
         return None
-    if resume == "auto":
-        return newest_checkpoint(run_dir)
-    path = Path(resume)
+    path = newest_checkpoint(run_dir) if resume == "auto" else Path(resume)
+    if path is None:
+        return None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
+    if model is not None:
+        check_same_model(path, model)
+    else:
+        from flowvid.training.export import open_checkpoint
+
+        open_checkpoint(path)
+    return path
+
+
+def check_same_model(path: Path, model: Any) -> None:
+    """The checkpoint's weights must fit the configured network (names and shapes); settings that
+    leave the weights alone (attention backend, gradient checkpointing) may change on resume."""
+    from flowvid.config import ConfigError
+    from flowvid.models import SpatioTemporalDiT
     from flowvid.training.export import open_checkpoint
 
-    open_checkpoint(path)  # a file that is not a flowvid checkpoint fails here, before anything is written
-    return path
+    saved = {k[len("model."):]: tuple(v.shape) for k, v in open_checkpoint(path)["state_dict"].items()
+             if k.startswith("model.")}
+    with torch.device("meta"):  # shapes only, no memory
+        wanted = {k: tuple(v.shape) for k, v in SpatioTemporalDiT(model).state_dict().items()}
+    wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
+    if wrong:
+        shown = ", ".join(f"{k}: {saved.get(k)} in the checkpoint, {wanted.get(k)} here" for k in wrong[:3])
+        raise ConfigError(f"{path} holds another network than the model config ({len(wrong)} tensors differ; "
+                          f"{shown}); resume with the checkpoint's model settings or start a new run folder")
 
 
 def newest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -161,10 +161,9 @@ class FlowceptionModule(L.LightningModule):
     def grad_max(self) -> Tensor:
         """Largest |gradient| of this rank (its shard under FSDP): finite exactly when every gradient is
         (a max, unlike a norm, cannot overflow in half precision). finite_everywhere combines the ranks.
-        With a loss scaler (16-mixed) an overflow is the scaler's to handle: it skips the step and lowers
-        its scale, so 0 is returned."""
+        (16-mixed, whose loss scaler would own overflows, is refused by flowvid.training.run.)"""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if not grads or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+        if not grads:
             return torch.zeros((), device=self.device)
         return torch.stack(torch._foreach_norm(grads, float("inf"))).float().max()
 

@@ -35,22 +35,26 @@ class StopFlag:
     """Set by SIGUSR1 in this process; `any_rank` tells whether any rank got it."""
 
     def __init__(self):
-        self.raised = False
+        self.raised, self.installed = False, False
         self._previous = None
 
     def install(self) -> None:
-        if STOP_SIGNAL is None or threading.current_thread() is not threading.main_thread() or self._previous:
+        if STOP_SIGNAL is None or threading.current_thread() is not threading.main_thread() or self.installed:
             return
-        self._previous = signal.signal(STOP_SIGNAL, signal.SIG_IGN)
+        self._previous, self.installed = signal.signal(STOP_SIGNAL, signal.SIG_IGN), True
         # multiprocessing's resource tracker (shared memory of the loader workers) is a process of its
-        # own that SLURM signals too: started now, it inherits the ignored signal (that survives exec)
-        resource_tracker.ensure_running()
+        # own that SLURM signals too: started now, it inherits the ignored signal (that survives exec).
+        # One started earlier in this process keeps the default action.
+        try:
+            resource_tracker.ensure_running()
+        except OSError as e:
+            log.warning("multiprocessing's resource tracker did not start (%s)", e)
         signal.signal(STOP_SIGNAL, self._handler)
 
     def restore(self) -> None:
-        if self._previous is not None:
+        if self.installed:
             signal.signal(STOP_SIGNAL, self._previous)
-            self._previous = None
+            self.installed = False
 
     def _handler(self, signum, frame) -> None:
         self.raised = True

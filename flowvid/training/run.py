@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -96,6 +97,9 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
         raise UsageError("attention backend 'flex' has no backward pass on CPU in torch; train on CPU with "
                          "model.attention.backend=sdpa (flex serves GPU training and CPU sampling)")
     opts.setdefault("precision", "bf16-mixed" if on_gpu else "32-true")
+    if str(opts["precision"]) in ("16-mixed", "16"):  # the manual step clips before any unscaling
+        raise ConfigError("trainer.precision=16-mixed (float16 with a loss scaler) is not supported; use "
+                          "bf16-mixed (GPUs since A100), 16-true or 32-true")
     if not has_val:
         opts["limit_val_batches"] = 0
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="step{step:08d}", auto_insert_metric_name=False,
@@ -109,8 +113,11 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # LastCheckpoint requeues at a step boundary, not Lightning's handler mid-step
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, last], plugins=plugins,
-                     use_distributed_sampler=False, **opts)
+    try:
+        return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, last], plugins=plugins,
+                         use_distributed_sampler=False, **opts)
+    except (MisconfigurationException, TypeError) as e:  # e.g. accelerator=gpu without one, devices=0
+        raise ConfigError(f"trainer options: {str(e).strip().splitlines()[0]}") from None
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:
@@ -128,7 +135,7 @@ def write_config(run_dir: Path, cfg: Config) -> None:
 def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainResult:
     """Train from config into run_dir; resume: None, 'auto' or a checkpoint path."""
     run_dir = Path(run_dir)
-    ckpt_path = resolve_resume(run_dir, resume)  # every check that can fail runs before anything is written
+    ckpt_path = resolve_resume(run_dir, resume, cfg.model)  # every check that can fail runs before anything is written
     datamodule = VideoDataModule(cfg)
     datamodule.setup()
     L.seed_everything(cfg.seed, workers=True, verbose=False)

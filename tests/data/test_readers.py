@@ -279,3 +279,15 @@ def test_display_rotation_is_applied(tmp_path, backend, degrees_ccw, rotation, b
     assert frames.shape == (3, *size, 3) and (info.height, info.width) == size
     edge = {"top": frames[:, :4], "bottom": frames[:, -4:], "right": frames[:, :, -4:]}[bright]
     assert edge.mean() > 200 and frames.mean() < 100
+
+
+@pytest.mark.parametrize("data", [
+    b"\x00\x00\x00\x01moov" + (2**40).to_bytes(8, "big"),  # 64-bit size far past the end of the file
+    b"\x00\x00\x00\x01moov" + (2**64 - 1).to_bytes(8, "big"),
+    b"\x00\x00\x00\x18moov\x00\x00\x00\x10trak\x00\x00\x00\x08tkhd",  # an empty tkhd ends the track
+    b"\x00\x00\x00\x04moov",  # a size below its own header
+])
+def test_a_damaged_mp4_header_reads_as_unrotated(tmp_path, data):
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(data)
+    assert readers._iso_turns(str(path)) == 0

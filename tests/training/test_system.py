@@ -75,6 +75,23 @@ def test_sigusr1_checkpoints_at_a_step_boundary_and_resumes_exactly(tmp_path, wh
     assert_same_params(ckpt_params(run / "checkpoints" / "last.ckpt"), whole_run, atol=1e-6)
 
 
+def launch_env() -> dict:
+    """This environment without the variables of an enclosing launcher: torchrun's, and SLURM's
+    (Lightning trusts SLURM's before torchrun's)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_", "SLURM_"))}
+
+
+def finish(procs, timeout: int = 300) -> list[tuple[str, str]]:
+    """Each process's (stdout, stderr); all are killed if one hangs, so none outlives the test."""
+    try:
+        return [p.communicate(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        raise
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,14 +126,14 @@ class MergedRanks(VideoDataModule):
 def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path):
     steps = ["trainer.max_steps=5", "trainer.limit_val_batches=0", "optim.warmup_steps=2"]
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE"))}
+    env = launch_env()
     procs = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
          "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "flowvid.cli", "train", "-c", "configs/tiny.yaml",
          *FAST, "--run-dir", str(tmp_path / "ddp"), *steps, "trainer.num_nodes=2", "trainer.devices=1",
          "trainer.strategy=ddp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for rank in (0, 1)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = finish(procs)
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     ddp = ckpt_params(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
@@ -139,7 +156,7 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path)
 def test_an_empty_batch_on_one_rank_is_skipped_by_both(tmp_path):
     """Rank 1's second batch has no clips: both ranks skip that step together and train on."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE"))}
+    env = launch_env()
     script = str(Path(__file__).with_name("ddp_empty_batch.py"))
     procs = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
@@ -147,7 +164,7 @@ def test_an_empty_batch_on_one_rank_is_skipped_by_both(tmp_path):
          "--run-dir", str(tmp_path / "ddp"), "trainer.max_steps=4", "trainer.limit_val_batches=0",
          "trainer.num_nodes=2", "trainer.devices=1", "trainer.strategy=ddp"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = finish(procs)
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "4 steps (1 skipped)" in outs[0][0]

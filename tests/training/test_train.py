@@ -48,7 +48,8 @@ def test_bad_config_or_missing_data_exit_2_and_create_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     for args in (["data.source=manifest", f"data.manifest={tmp_path / 'missing.jsonl'}"],
                  ["optim.lr=-1"], ["trainer.max_stepz=3"], ["data.height=32"],
-                 ["model.attention.backend=flex", "trainer.accelerator=cpu"]):
+                 ["model.attention.backend=flex", "trainer.accelerator=cpu"], ["trainer.devices=0"],
+                 ["trainer.precision=16-mixed"]):
         assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("flowvid train: error:"), err
@@ -164,3 +165,17 @@ def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), "--resume", str(bad)]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err and not run.exists()
+
+
+def test_resume_with_another_network_is_refused_before_anything_is_written(tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *FAST, "trainer.max_steps=2",
+            "trainer.limit_val_batches=0"]
+    assert main(base) == 0
+    config = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main([*base, "--resume", "auto", "model.depth=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds another network" in err, err
+    assert (run / "config.yaml").read_text() == config and not (run / "config.prev.yaml").exists()
+    assert main([*base, "--resume", "auto", "trainer.max_steps=3", "model.grad_checkpointing=true"]) == 0
