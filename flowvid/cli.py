@@ -75,14 +75,14 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 class _Progress:
     """A tqdm bar driven by (done, total) callbacks from the plain functions."""
 
-    def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
+    def __init__(self, desc: str, unit: str = "file"):
+        self.desc, self.unit, self.bar = desc, unit, None
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=self.desc, unit="file", disable=total == 0)
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, disable=total == 0)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -217,7 +217,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     load = time.perf_counter() - t0
     if cfg.model.height % 2 or cfg.model.width % 2:
         raise ValueError(f"H.264 needs even frame sizes, and this model makes {cfg.model.width}x{cfg.model.height}")
-    bar = _Progress("sampling")
+    bar = _Progress("sampling", unit="step")
     try:
         res = generate(model, cfg, args.num, args.steps, args.seed, args.max_frames, args.cfg, args.class_label,
                        fps=args.fps or 0.0, batch_size=args.batch, progress=bar)
@@ -249,7 +249,7 @@ def cmd_i2v(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     model, cfg = _load_for_sampling(args)
     out = check_video_output(args.output, cfg.model.height, cfg.model.width)
-    bar = _Progress("sampling")
+    bar = _Progress("sampling", unit="step")
     try:
         video = image_to_video(model, cfg, image, args.steps, args.seed, args.max_frames, args.cfg, args.class_label,
                                fps=args.fps or 0.0, progress=bar)
@@ -275,7 +275,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         grid_for(src_fps, args.target_fps)  # refuse an impossible rate before loading the model
     model, cfg = _load_for_sampling(args)
     out = check_video_output(args.output, cfg.model.height, cfg.model.width)
-    bar = _Progress("interpolating")
+    bar = _Progress("interpolating", unit="step")
     try:
         video = interpolate(model, cfg, frames, src_fps, args.target_fps, args.factor, args.learned, args.steps,
                             args.seed, args.window, progress=bar)
@@ -296,7 +296,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
     frames, src_fps = read_frames(args.inputs, args.fps)
     model, cfg = _load_for_sampling(args)
     out = check_video_output(args.output, cfg.model.height, cfg.model.width)
-    bar = _Progress("extending")
+    bar = _Progress("extending", unit="step")
     try:
         video = extend(model, cfg, frames, src_fps, args.frames, args.learned, args.steps, args.seed,
                        args.max_frames, progress=bar)
