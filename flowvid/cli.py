@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from flowvid.errors import UsageError
+
 EXIT_USAGE = 2
 
 
@@ -421,8 +423,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
-    from flowvid.errors import UsageError
-
     try:
         return func(args)
     except (ValueError, FileNotFoundError, UsageError) as e:  # ConfigError is a ValueError

@@ -348,7 +348,8 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(exported, tmp_path, capsy
 
 def test_sampler_options_from_the_cli(tmp_path, capsys, exported):
     runs = {}
-    for name, extra in (("plain", []), ("skip", ["--kappa", "cubic", "--skip", "1e9"]), ("tail", ["--tail-steps", "1"])):
+    options = {"plain": [], "skip": ["--kappa", "cubic", "--skip", "1e9"], "tail": ["--tail-steps", "1"]}
+    for name, extra in options.items():
         out = tmp_path / name
         assert main(["sample", "--ckpt", str(exported), "--num", "1", "--out", str(out), "--steps", STEPS, *extra]) == 0
         runs[name] = json.loads((out / "record.json").read_text())

@@ -108,10 +108,10 @@ def measure(cfg, warmup: int) -> tuple[float, list[list[int]]]:
 
     module.path.sample_batch = counting
     t = cfg.trainer
-    L.Trainer(max_steps=t["max_steps"], accelerator=t["accelerator"], devices=1, precision=t.get("precision", "32-true"),
-              logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-              limit_val_batches=0, callbacks=[timer], use_distributed_sampler=False,
-              ).fit(module, datamodule=VideoDataModule(cfg))
+    L.Trainer(max_steps=t["max_steps"], accelerator=t["accelerator"], devices=1,
+              precision=t.get("precision", "32-true"), logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+              use_distributed_sampler=False).fit(module, datamodule=VideoDataModule(cfg))
     return statistics.mean(timer.times[warmup:]), visible[warmup:]
 
 

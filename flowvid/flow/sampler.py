@@ -163,11 +163,12 @@ class InsertionSampler:
 
     def _flow(self, c: _Clip, v: Tensor, h: float, share: float = 0.0) -> None:
         """x += dt v for flowing frames, dt = min(max(h, share * (1 - t)), 1 - t); context and clean
-        frames stay. `share` = 1 / (tail evaluations left) in a bounded tail, else 0."""
+        frames stay. `share` = 1 / (tail steps left) in a bounded tail, else 0."""
         left = (1.0 - c.t).clamp(min=0.0)
         dt = torch.where(c.context, 0.0, torch.minimum(torch.clamp(share * left, min=h), left))
         moving = (dt > 0).view(-1, 1, 1, 1)
-        c.x = torch.where(moving, c.x + dt.view(-1, 1, 1, 1).to(c.x.dtype) * v, c.x)  # given frames stay exact, even if v is not finite
+        # given frames stay exact, even if v is not finite
+        c.x = torch.where(moving, c.x + dt.view(-1, 1, 1, 1).to(c.x.dtype) * v, c.x)
         c.t = torch.where(dt > 0, c.t + dt, c.t)
         c.t = torch.where((1.0 - c.t).abs() < 1e-6, torch.ones_like(c.t), c.t)  # no float drift below 1
 
