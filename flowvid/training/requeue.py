@@ -60,9 +60,10 @@ class StopFlag:
         self.raised = True
 
     def any_rank(self, device) -> bool:
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.raised  # one process: no tensor, so no wait for the device
         flag = torch.tensor([float(self.raised)], device=device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
 
