@@ -98,6 +98,7 @@ class InsertionSampler:
         self.skip_threshold, self.device = skip_threshold, torch.device(device)
         self.bounded_tail = 0 < tail_steps < steps  # the exact rule never needs more than `steps` after the clock
         self.tail_steps = tail_steps if self.bounded_tail else steps
+        self.max_steps = steps + self.tail_steps  # what `progress` is told the total is
         self.stats = SamplerStats()
         self._warned = False
 
@@ -140,7 +141,7 @@ class InsertionSampler:
 
     def sample(self, tasks: Sequence[ClipTask], progress: Callable[[int, int], None] | None = None) -> list[ClipResult]:
         clips = [self._start(task) for task in tasks]
-        h, limit = 1.0 / self.steps, self.steps + self.tail_steps
+        h, limit = 1.0 / self.steps, self.max_steps
         t_g, step, last = 0.0, 0, None
         while True:
             inserting = t_g < 1.0 - 1e-9

@@ -284,11 +284,12 @@ def generate(model, cfg, num: int = 1, steps: int = 50, seed: int = 0, max_frame
     cap = _cap(cfg, max_frames) if kind == "insertion" else (max_frames or cfg.data.max_frames)
     clips, records, nfe, t0 = [], [], 0, time.perf_counter()
     for b, batch in enumerate(batches):
-        units = 2 * steps if kind == "insertion" else 1  # the insertion sampler reports (step, 2 x steps)
-        sub = _sub_progress(progress, b, len(batches), units)
+        units = 1  # the baselines report nothing along the way
         t1 = time.perf_counter()
         if kind == "insertion":
             sampler = _sampler(model, cfg, steps, cap, guidance)
+            units = sampler.max_steps  # the insertion sampler reports (step, max_steps)
+            sub = _sub_progress(progress, b, len(batches), units)
             results = sampler.sample([ClipTask(label=label, seed=s) for s in batch], sub)
             n_b, frames = sampler.stats.nfe, [r.frames for r in results]
             sec = (time.perf_counter() - t1) / len(batch)
@@ -343,7 +344,7 @@ def image_to_video(model, cfg, image: Any, steps: int = 50, seed: int = 0, max_f
     t0 = time.perf_counter()
     sampler = _sampler(model, cfg, steps, cap, guidance)
     r = sampler.sample([task], progress)[0]
-    _part_done(progress, 0, 1, 2 * steps)
+    _part_done(progress, 0, 1, sampler.max_steps)
     frames = _restore_given(to_uint8(r.frames), r.is_context, given)
     rate = fps or default_fps(cfg)
     return _video("image_to_video", cfg, seed, steps, sampler.stats.nfe, t0, rate, frames, [r], [seed],
@@ -461,8 +462,8 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
                         gap_counts=() if learned else [p - 1] * (k - 1) + [0], seed=seed + w)
         # a prescribed grid fixes the length; learned gaps get the usual cap (no unbounded growth)
         sampler = _sampler(model, cfg, steps, _cap(cfg, None, k) if learned else 0, 1.0)
-        r = sampler.sample([task], _sub_progress(progress, w, len(wins), 2 * steps))[0]
-        _part_done(progress, w, len(wins), 2 * steps)
+        r = sampler.sample([task], _sub_progress(progress, w, len(wins), sampler.max_steps))[0]
+        _part_done(progress, w, len(wins), sampler.max_steps)
         out = _restore_given(to_uint8(r.frames), r.is_context, ctx)
         if not learned and (out.shape[0] != (k - 1) * p + 1 or r.is_context[::p].sum() != k):
             raise RuntimeError(f"the sampler returned {out.shape[0]} frames for a grid of {(k - 1) * p + 1}")
@@ -541,7 +542,7 @@ def extend(model, cfg, frames: Any, src_fps: float, num_frames: int | None = Non
     t0 = time.perf_counter()
     sampler = _sampler(model, cfg, steps, cap, 1.0)
     r = sampler.sample([task], progress)[0]
-    _part_done(progress, 0, 1, 2 * steps)
+    _part_done(progress, 0, 1, sampler.max_steps)
     out = _restore_given(to_uint8(r.frames), r.is_context, given)
     if not bool(r.is_context[:k].all()):
         raise RuntimeError("the sampler placed new frames inside the given prefix")
