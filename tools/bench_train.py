@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--backend", default="sdpa", help="attention backend: sdpa | flex | xformers | reference")
     ap.add_argument("--compile", action="store_true", help="compile the transformer blocks (train.compile)")
     args = ap.parse_args()
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device; none is visible here")
     tpf = tokens_per_frame(args)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
