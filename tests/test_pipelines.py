@@ -355,6 +355,8 @@ def test_sampler_options_from_the_cli(tmp_path, capsys, exported):
         runs[name] = json.loads((out / "record.json").read_text())
     assert runs["skip"]["nfe"] < runs["plain"]["nfe"], "skipping saves network evaluations"
     assert runs["tail"]["nfe"] <= int(STEPS) + 1 and runs["tail"]["lengths"] == runs["plain"]["lengths"]
+    assert runs["tail"]["sampling"]["tail_steps"] == 1 and runs["plain"]["sampling"]["kappa"] == "linear"
+    assert runs["skip"]["sampling"]["kappa"] == "cubic" and runs["skip"]["sampling"]["skip_threshold"] == 1e9
     for option, key in (("--kappa=quartic", "sampling.kappa"), ("--tail-steps=-2", "sampling.tail_steps")):
         assert main(["sample", "--ckpt", str(exported), "--num", "1", "--out", str(tmp_path / "bad"), option]) == 2
         assert key in capsys.readouterr().err and not (tmp_path / "bad").exists()

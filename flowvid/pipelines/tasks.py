@@ -74,6 +74,7 @@ class TaskRecord:
     given: list[int] | None = None  # single-video tasks: output indices that are given frames
     grid: dict[str, Any] | None = None  # interpolation: ratio, p, q, gap counts, windows
     timings: dict[str, float] = field(default_factory=dict)  # the CLI adds load and write times
+    sampling: dict[str, Any] = field(default_factory=dict)  # the sampler options used (kappa, tail, ...)
 
 
 @dataclass
@@ -305,7 +306,7 @@ def generate(model, cfg, num: int = 1, steps: int = 50, seed: int = 0, max_frame
         clips += [to_uint8(f) for f in frames]
     record = TaskRecord("generate", kind, seed, steps, nfe, time.perf_counter() - t0, fps or default_fps(cfg),
                         [int(c.shape[0]) for c in clips], [r.capped for r in records], records, guidance, label,
-                        cap)
+                        cap, sampling=_sampling_record(cfg) if kind == "insertion" else {})
     _log_done(record)
     return Samples(clips, record)
 
@@ -368,9 +369,17 @@ def _video(task: str, cfg, seed: int, steps: int, nfe: int, t0: float, fps: floa
         given = clips[0].given
     ts = timestamps if timestamps is not None else [k / fps for k in range(frames.shape[0])]
     record = TaskRecord(task, _kind(cfg), seed, steps, nfe, seconds, fps, [int(frames.shape[0])],
-                        [any(c.capped for c in clips)], clips, guidance, label, cap, ts, given, grid)
+                        [any(c.capped for c in clips)], clips, guidance, label, cap, ts, given, grid,
+                        sampling=_sampling_record(cfg))
     _log_done(record)
     return Video(frames, ts, record)
+
+
+def _sampling_record(cfg) -> dict[str, Any]:
+    """The insertion sampler's options as used, so that a record says how its clips were made."""
+    s = cfg.sampling
+    return {"kappa": s.kappa or cfg.path.kappa.value, "rate_guidance": s.rate_guidance,
+            "skip_threshold": s.skip_threshold, "tail_steps": s.tail_steps, "n_start": cfg.path.n_start}
 
 
 def _log_done(record: TaskRecord) -> None:
