@@ -35,6 +35,7 @@ from flowvid.data.module import VideoDataModule
 from flowvid.flow import InsertionPath
 from flowvid.models import forward_flops
 from flowvid.training.module import FlowceptionModule
+from gpu_bench import peak_flops, sync  # tools/: the script's own folder is on the path
 
 FRAMES = 16
 SETTINGS = {
@@ -43,15 +44,6 @@ SETTINGS = {
     "insertion, 50/50 mixture": ["path.time.insertion_phase_weight=0.5"],
     "insertion, tau_g on [0, 1]": ["path.time.insertion_phase_weight=1.0"],
 }
-
-
-# dense bf16 peaks from the vendor datasheets; the first name found in the device's name counts
-DENSE_BF16_PEAK = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 class StepTimer(L.Callback):
@@ -148,7 +140,7 @@ def main() -> None:
             if name not in rows or t < rows[name][0][0]:
                 rows[name] = ((t, lengths), cfg)
     (base_t, _), _ = rows["full sequence"]
-    peak = next((v for k, v in DENSE_BF16_PEAK.items() if k in device), float("nan")) if args.gpu else None
+    peak = peak_flops() if args.gpu else None
     mfu_head, mfu_rule = (" MFU |", "---|") if args.gpu else ("", "")
     print("| setting | visible frames/step | step ms | clips/s | tokens/s | speed-up | allowed (FLOPs) | efficiency "
           f"| allowed (tokens) | efficiency |{mfu_head}")

@@ -20,7 +20,8 @@ from flowvid.config import load_config
 from flowvid.models import SpatioTemporalDiT, forward_flops
 from flowvid.models.attention import check_backend
 
-DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # vendor datasheets, dense
+# dense bf16 peaks from the vendor datasheets; the first name found in the device's name counts
+DENSE_BF16_PEAK = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def device_name() -> str:

@@ -33,7 +33,7 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def resolve_resume(run_dir: str | Path, resume: str | None, model: Any = None) -> Path | None:
+def resolve_resume(run_dir: str | Path, resume: str | None, model: Any) -> Path | None:
     """None (start fresh), 'auto' (the run's newest checkpoint if there is one) or a checkpoint path.
     A file that is not a flowvid checkpoint, or one of another network than `model` (a ModelConfig),
     fails here, before anything is written."""
@@ -44,12 +44,7 @@ def resolve_resume(run_dir: str | Path, resume: str | None, model: Any = None) -
         return None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
-    if model is not None:
-        check_same_model(path, model)
-    else:
-        from flowvid.training.export import open_checkpoint
-
-        open_checkpoint(path)
+    check_same_model(path, model)
     return path
 
 
