@@ -1,30 +1,43 @@
 #!/usr/bin/env bash
 # Every check that needs a CUDA device, in one pass sized for a few minutes of a lent GPU:
-# the gpu-marked tests (bf16-mixed training with sdpa/flex and FSDP, GPU attention backends
-# against each other, the sampling tools on the GPU), then training throughput and MFU through
-# the real trainer (tools/bench_train.py) for the B preset in bf16 with each attention backend.
-# Each part has its own time limit and writes its output under $OUT (default gpu_results/) as
-# it goes, so a part that runs out of time still leaves the others.
+# the gpu-marked tests (bf16-mixed training through the trainer with sdpa/flex and FSDP, GPU
+# attention backends against each other, the sampling tools on the GPU), then training
+# throughput and MFU through the real trainer (tools/bench_train.py) for the B preset in bf16
+# with each attention backend, and compiled.
+# The parts run in order of importance within one time budget (BUDGET seconds, default 500);
+# each has its own cap and writes its output under $OUT (default gpu_results/) as it goes, so a
+# part that runs out of time still leaves the others.
 #
 # On a machine whose Python lacks some of flowvid's dependencies, install them from wheels first:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/{omegaconf,antlr4,av,tensorboardx}*.whl
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash tools/gpu_checks.sh
 set -uo pipefail
 out=${OUT:-gpu_results}
 py=${PYTHON:-python3}
+deadline=$((SECONDS + ${BUDGET:-500}))
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 
+# at most $1 seconds, and never past the deadline
+limit() { local left=$((deadline - SECONDS)); echo $(( left < $1 ? left : $1 )); }
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/device.txt"
 "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/device.txt"
+"$py" -c "import xformers.ops, xformers; print('xformers', xformers.__version__)" 2>&1 | tail -n 1 | tee -a "$out/device.txt"
 
-timeout 300 "$py" -m pytest -q -m gpu -p no:cacheprovider -rs 2>&1 | tee "$out/test_gpu.txt"
+timeout "$(limit 240)" "$py" -m pytest -q -m gpu -p no:cacheprovider -rs 2>&1 | tee "$out/test_gpu.txt"
 
-bench=(--gpu --preset B --size 64 --patch 4 --clips 8 --steps 14 --warmup 4 --rounds 1)
-for backend in sdpa flex xformers; do
-    timeout 150 "$py" tools/bench_train.py "${bench[@]}" --backend "$backend" 2>&1 | grep -E "^\||^device|Error" \
-        | tee "$out/train_B_$backend.txt"
-done
+bench=(--gpu --preset B --size 64 --patch 4 --clips 8 --steps 12 --warmup 4 --rounds 1)
+run_bench() {  # name, cap, args...
+    local name=$1 cap=$2
+    shift 2
+    [ "$(limit "$cap")" -gt 20 ] || { echo "$name: no time left" | tee "$out/train_B_$name.txt"; return; }
+    timeout "$(limit "$cap")" "$py" tools/bench_train.py "${bench[@]}" "$@" 2>&1 | tee "$out/train_B_$name.txt"
+}
+run_bench sdpa 120 --backend sdpa
+run_bench flex 150 --backend flex
+if grep -q "^xformers " "$out/device.txt"; then
+    run_bench xformers 120 --backend xformers
+fi
 # compiled: the packed shapes vary from step to step, so more warm-up steps let recompiles settle
-timeout 240 "$py" tools/bench_train.py "${bench[@]}" --backend sdpa --compile --steps 24 --warmup 12 2>&1 | grep -E "^\||^device|Error" \
-    | tee "$out/train_B_sdpa_compiled.txt"
+run_bench sdpa_compiled 240 --backend sdpa --compile --steps 20 --warmup 10

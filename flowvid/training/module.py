@@ -14,13 +14,17 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from flowvid.config import Config, to_yaml
 from flowvid.data.clips import PackedClips
 from flowvid.flow import InsertionPath, LossTerms, insertion_loss, velocity_loss
 from flowvid.flow.losses import per_frame_velocity_error
 from flowvid.models import SpatioTemporalDiT
+from flowvid.models.dit import Block
 from flowvid.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,20 @@ class FlowceptionModule(L.LightningModule):
         if self.cfg.train.compile:
             for blk in self.model.blocks:
                 blk.compile()
+        if isinstance(self.trainer.strategy, FSDPStrategy) and not isinstance(self.model, FSDP):
+            self.shard_networks(self.trainer.strategy)
+
+    def shard_networks(self, strategy: FSDPStrategy) -> None:
+        """Each network (the trained one and its EMA copy) becomes a root FSDP unit, each of its
+        blocks a unit inside it. Lightning would otherwise wrap this whole module, whose training
+        step (backward and optimizer step included) then runs inside the root unit's forward: FSDP
+        never finishes that backward (Lightning issue 19685). Both networks are sharded alike, so a
+        rank holds the same slice of each weight in both and the EMA update pairs them shard by shard."""
+        opts = dict(auto_wrap_policy=ModuleWrapPolicy({Block}), sharding_strategy=strategy.sharding_strategy,
+                    mixed_precision=strategy.mixed_precision_config, cpu_offload=strategy.cpu_offload,
+                    device_id=strategy.root_device, use_orig_params=True)
+        self.model = FSDP(self.model, **opts)
+        self.ema = FSDP(self.ema, **opts)
 
     # -- the method ------------------------------------------------------------------------
 
@@ -88,7 +106,9 @@ class FlowceptionModule(L.LightningModule):
              drop: float = 0.0):
         """Sample the path for every clip, pack, forward: L = L_velocity + w_ins * L_insertion."""
         sample = self.path.sample_batch(batch.clips(), generator=gens, fraction=fraction)
-        out = model.forward_sample(sample, self.labels(batch, gens, drop))
+        # model(...), not model.forward_sample: under FSDP only the wrapper's own forward gathers the weights
+        out = model(sample.x_t, sample.t, sample.position, sample.cu_seqlens, sample.context, sample.passive,
+                    self.labels(batch, gens, drop))
         return sample, out
 
     def global_terms(self, sample, out) -> LossTerms:
@@ -135,7 +155,7 @@ class FlowceptionModule(L.LightningModule):
             return
         self.nonfinite_in_a_row = 0
         if self.cfg.optim.grad_clip > 0:
-            self.clip_gradients(opt, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm")
+            self.clip_grad_norm(opt, self.cfg.optim.grad_clip)
         opt.step()
         sched.step()
         self.update_ema()
@@ -162,10 +182,18 @@ class FlowceptionModule(L.LightningModule):
         """Largest |gradient| of this rank (its shard under FSDP): finite exactly when every gradient is
         (a max, unlike a norm, cannot overflow in half precision). finite_everywhere combines the ranks.
         (16-mixed, whose loss scaler would own overflows, is refused by flowvid.training.run.)"""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None and p.grad.numel()]
         if not grads:
             return torch.zeros((), device=self.device)
         return torch.stack(torch._foreach_norm(grads, float("inf"))).float().max()
+
+    def clip_grad_norm(self, opt, max_norm: float) -> None:
+        """Clip by the global gradient norm; under FSDP the root unit combines the ranks' shards
+        (Lightning's clip_gradients refuses FSDP)."""
+        if isinstance(self.model, FSDP):
+            self.model.clip_grad_norm_(max_norm)
+        else:
+            self.clip_gradients(opt, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     @torch.no_grad()
     def idle_forward(self) -> None:

@@ -8,14 +8,14 @@ from torch import nn
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices; none on biases, norms, embeddings and learned tokens."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    """Weight decay on the weight matrices of linear layers; none on biases, norms, embeddings and
+    learned tokens. Chosen by layer, not by shape: under FSDP every weight is a flat shard."""
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     decay, no_decay = [], []
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        matrix = p.dim() == 2 and id(p) not in embeddings
-        (decay if matrix else no_decay).append(p)
+        (decay if id(p) in matrices else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -19,7 +19,6 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule
 from flowvid.errors import UsageError
-from flowvid.models.dit import Block
 from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, resolve_resume
 from flowvid.training.module import FlowceptionModule
 from flowvid.training.requeue import RunPaused, StopFlag, requeue_slurm_job
@@ -41,12 +40,13 @@ class TrainResult:
 
 
 def strategy(cfg: Config):
-    """Lightning's strategy by name; `fsdp` shards each transformer block (and its EMA copy)."""
+    """Lightning's strategy by name; under `fsdp` the module shards its networks itself
+    (FlowceptionModule.shard_networks)."""
     name = cfg.trainer.get("strategy", "auto")
     if name == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy
 
-        return FSDPStrategy(auto_wrap_policy={Block}, sharding_strategy="FULL_SHARD")
+        return FSDPStrategy(sharding_strategy="FULL_SHARD")
     return name
 
 

@@ -11,6 +11,15 @@ from test_attention import layout, random_qkv
 pytestmark = pytest.mark.gpu
 
 
+def needs(backend: str) -> None:
+    """xformers is an optional extra: a GPU machine without a working install skips its cases."""
+    if backend == "xformers":
+        try:
+            import xformers.ops  # noqa: F401
+        except Exception as e:  # a build for another torch fails with errors other than ImportError
+            pytest.skip(f"xformers does not load here: {type(e).__name__}: {e}"[:300])
+
+
 def rel_err(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
@@ -25,6 +34,7 @@ def cuda_layout(*args):
 @pytest.mark.parametrize("backend,window,causal", [("xformers", 0, False), ("flex", 0, False),
                                                    ("flex", 2, False), ("flex", 0, True)])
 def test_backend_equals_sdpa_in_bf16(backend, window, causal):
+    needs(backend)
     lengths, tpf = [37, 5, 64, 1, 20], 65
     q, k, v = (x.float().cuda().to(torch.bfloat16) for x in random_qkv(lengths, tpf, heads=4, dim=64))
     ref = attend(q.double(), k.double(), v.double(), cuda_layout(lengths, tpf, window, causal), "reference")
@@ -36,6 +46,7 @@ def test_backend_equals_sdpa_in_bf16(backend, window, causal):
 
 @pytest.mark.parametrize("backend", ["sdpa", "xformers", "flex"])
 def test_bf16_mixed_training_steps(backend):
+    needs(backend)
     cfg = tiny_cfg(f"model.attention.backend={backend}", "model.dim=128", "model.heads=2",
                    "model.height=16", "model.width=16")
     model = randomized(cfg).cuda().train()

@@ -9,11 +9,18 @@ from train_helpers import ckpt_params, tiny
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("strategy", ["auto", "fsdp"])
-def test_bf16_mixed_training_on_gpu(tmp_path, strategy):
-    cfg = tiny("trainer.accelerator=gpu", "trainer.devices=1", f"trainer.strategy={strategy}",
-               "trainer.max_steps=6", "trainer.limit_val_batches=1", "trainer.val_check_interval=3")
-    r = train(cfg, tmp_path / strategy)
+@pytest.mark.parametrize("strategy,backend", [("auto", "sdpa"), ("fsdp", "sdpa"), ("auto", "flex")])
+def test_bf16_mixed_training_on_gpu_resumes(tmp_path, strategy, backend):
+    """bf16-mixed (the GPU default) through the trainer, then a resume from its checkpoint."""
+    opts = ["trainer.accelerator=gpu", "trainer.devices=1", f"trainer.strategy={strategy}",
+            f"model.attention.backend={backend}", "trainer.limit_val_batches=1", "trainer.val_check_interval=3"]
+    r = train(tiny(*opts, "trainer.max_steps=6"), tmp_path)
     assert r.steps == 6 and r.skipped_steps == 0
-    params = ckpt_params(r.last_checkpoint)
-    assert all(torch.isfinite(v).all() for v in params.values())
+    first = ckpt_params(r.last_checkpoint)
+    assert all(torch.isfinite(v).all() for v in first.values())
+    assert any(k.startswith("ema.") for k in torch.load(r.last_checkpoint, map_location="cpu",
+                                                         weights_only=True)["state_dict"])
+    r = train(tiny(*opts, "trainer.max_steps=8"), tmp_path, "auto")
+    assert r.steps == 8
+    last = ckpt_params(r.last_checkpoint)
+    assert first.keys() == last.keys() and any(not torch.equal(first[k], last[k]) for k in first)

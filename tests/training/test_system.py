@@ -123,50 +123,71 @@ class MergedRanks(VideoDataModule):
         return Merged() if split == "train" and outer else sampler
 
 
-def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path):
-    steps = ["trainer.max_steps=5", "trainer.limit_val_batches=0", "optim.warmup_steps=2"]
-    port = free_port()
-    env = launch_env()
+def two_nodes(run_dir, *args, script=("-m", "flowvid.cli"), strategy="ddp") -> list[tuple[str, str]]:
+    """`flowvid train -c configs/tiny.yaml ARGS` as two gloo 'nodes' of one process each (torchrun)."""
+    port, env = free_port(), launch_env()
     procs = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
-         "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "flowvid.cli", "train", "-c", "configs/tiny.yaml",
-         *FAST, "--run-dir", str(tmp_path / "ddp"), *steps, "trainer.num_nodes=2", "trainer.devices=1",
-         "trainer.strategy=ddp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for rank in (0, 1)]
-    outs = finish(procs)
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    ddp = ckpt_params(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
-
-    cfg = tiny(*steps)
-    L.seed_everything(cfg.seed, verbose=False)  # as flowvid train does before building the model
-    module = FlowceptionModule(cfg)
-    trainer = L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        use_distributed_sampler=False, default_root_dir=tmp_path)
-    trainer.fit(module, datamodule=MergedRanks(cfg))
-    single = {f"model.{k}": v for k, v in module.model.state_dict().items()}
-    assert_same_params(ddp, single, atol=1e-5)
-    # and the DDP run really changed the weights
-    L.seed_everything(cfg.seed, verbose=False)
-    fresh = {f"model.{k}": v for k, v in FlowceptionModule(cfg).model.state_dict().items()}
-    assert max((ddp[k] - fresh[k]).abs().max().item() for k in ddp) > 1e-3
-
-
-def test_an_empty_batch_on_one_rank_is_skipped_by_both(tmp_path):
-    """Rank 1's second batch has no clips: both ranks skip that step together and train on."""
-    port = free_port()
-    env = launch_env()
-    script = str(Path(__file__).with_name("ddp_empty_batch.py"))
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
-         "--master-addr=127.0.0.1", f"--master-port={port}", script, "train", "-c", "configs/tiny.yaml", *FAST,
-         "--run-dir", str(tmp_path / "ddp"), "trainer.max_steps=4", "trainer.limit_val_batches=0",
-         "trainer.num_nodes=2", "trainer.devices=1", "trainer.strategy=ddp"],
+         "--master-addr=127.0.0.1", f"--master-port={port}", *script, "train", "-c", "configs/tiny.yaml", *FAST,
+         "--run-dir", str(run_dir), *args, "trainer.num_nodes=2", "trainer.devices=1", f"trainer.strategy={strategy}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     outs = finish(procs)
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
+    return outs
+
+
+def one_process_on_both_ranks_batches(tmp_path, steps) -> FlowceptionModule:
+    cfg = tiny(*steps)
+    L.seed_everything(cfg.seed, verbose=False)  # as flowvid train does before building the model
+    module = FlowceptionModule(cfg)
+    trainer = L.Trainer(max_steps=cfg.trainer["max_steps"], accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, use_distributed_sampler=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=MergedRanks(cfg))
+    return module
+
+
+def state(module, name: str) -> dict:
+    return {f"{name}.{k}": v for k, v in getattr(module, name).state_dict().items()}
+
+
+def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path):
+    steps = ["trainer.max_steps=5", "trainer.limit_val_batches=0", "optim.warmup_steps=2"]
+    two_nodes(tmp_path / "ddp", *steps)
+    ddp = ckpt_params(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
+    assert_same_params(ddp, state(one_process_on_both_ranks_batches(tmp_path, steps), "model"), atol=1e-5)
+    # and the DDP run really changed the weights
+    cfg = tiny(*steps)
+    L.seed_everything(cfg.seed, verbose=False)
+    fresh = state(FlowceptionModule(cfg), "model")
+    assert max((ddp[k] - fresh[k]).abs().max().item() for k in ddp) > 1e-3
+
+
+FSDP_CPU = (str(Path(__file__).with_name("fsdp_cpu.py")),)
+
+
+def test_fsdp_on_two_gloo_processes_trains_and_resumes_as_one_process(tmp_path):
+    """trainer.strategy=fsdp, sharded over two CPU processes: weights, EMA and a resume from a
+    sharded run's checkpoint match one process on the same global batches."""
+    # a small clipping norm clips every step: the global norm must combine the ranks' shards
+    steps = ["trainer.limit_val_batches=0", "optim.warmup_steps=2", "optim.weight_decay=0.1",
+             "optim.grad_clip=0.05", "train.ema_decay=0.5"]
+    two_nodes(tmp_path / "fsdp", *steps, "trainer.max_steps=3", script=FSDP_CPU, strategy="fsdp")
+    out = two_nodes(tmp_path / "fsdp", *steps, "trainer.max_steps=5", "--resume", "auto", script=FSDP_CPU,
+                    strategy="fsdp")
+    assert "5 steps (0 skipped)" in out[0][0]
+    ckpt = torch.load(tmp_path / "fsdp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    single = one_process_on_both_ranks_batches(tmp_path, [*steps, "trainer.max_steps=5"])
+    for name in ("model", "ema"):
+        sharded = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(name + ".")}
+        assert_same_params(sharded, state(single, name), atol=1e-5)
+
+
+def test_an_empty_batch_on_one_rank_is_skipped_by_both(tmp_path):
+    """Rank 1's second batch has no clips: both ranks skip that step together and train on."""
+    outs = two_nodes(tmp_path / "ddp", "trainer.max_steps=4", "trainer.limit_val_batches=0",
+                     script=(str(Path(__file__).with_name("ddp_empty_batch.py")),))
     assert "4 steps (1 skipped)" in outs[0][0]
     params = ckpt_params(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(v).all() for v in params.values())
