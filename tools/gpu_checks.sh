@@ -23,7 +23,8 @@ limit() { local left=$((deadline - SECONDS)); echo $(( left < $1 ? left : $1 ));
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/device.txt"
 "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/device.txt"
-"$py" -c "import xformers.ops, xformers; print('xformers', xformers.__version__)" 2>&1 | tail -n 1 | tee -a "$out/device.txt"
+"$py" -c "from flowvid.models.attention import check_xformers; check_xformers(); import xformers; print('xformers', xformers.__version__)" \
+    2>&1 | tail -n 1 | tee -a "$out/device.txt"
 
 timeout "$(limit 240)" "$py" -m pytest -q -m gpu -p no:cacheprovider -rs 2>&1 | tee "$out/test_gpu.txt"
 

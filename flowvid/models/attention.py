@@ -270,17 +270,31 @@ def check_backend(name: str) -> None:
     if name not in ATTENTION:
         raise ValueError(f"unknown attention backend {name!r}; expected one of {list(BACKENDS)}")
     if name == "xformers":
-        try:
-            import xformers.ops  # noqa: F401
-        except ImportError as e:
-            raise UsageError("attention backend 'xformers' needs the xformers package: "
-                               "pip install 'flowvid[xformers]' (CUDA only); use 'sdpa' otherwise") from e
+        check_xformers()
     if name == "flex":
         try:
             from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
         except ImportError as e:
             raise UsageError(f"attention backend 'flex' needs torch>=2.5 with FlexAttention, "
                                f"this is torch {torch.__version__}; use 'sdpa'") from e
+
+
+def check_xformers() -> None:
+    """xformers imports even when its compiled kernels do not load (a wheel built for another
+    PyTorch); every attention call would then fail with 'No operator found'. Say so up front."""
+    try:
+        import xformers
+        import xformers.ops  # noqa: F401
+    except ImportError as e:
+        raise UsageError("attention backend 'xformers' needs the xformers package: "
+                         "pip install 'flowvid[xformers]' (CUDA only); use 'sdpa' otherwise") from e
+    if getattr(xformers, "_has_cpp_library", True):
+        return
+    failure = getattr(getattr(xformers, "_cpp_lib", None), "_cpp_library_load_exception", None)
+    built = getattr(getattr(failure, "build_info", None), "torch_version", None)
+    raise UsageError(f"attention backend 'xformers': the kernels of xformers {xformers.__version__} do not load "
+                     f"with torch {torch.__version__}" + (f" (built for torch {built})" if built else "")
+                     + "; install the xformers build for this torch, or use 'sdpa'")
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, backend: str) -> Tensor:

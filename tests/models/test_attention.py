@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -115,3 +117,21 @@ def test_unknown_or_unavailable_backends():
             check_backend("xformers")
     with pytest.raises(RuntimeError, match="CUDA only"):
         attend(q, k, v, layout([2], 1), "xformers")
+
+
+def test_xformers_whose_kernels_do_not_load_is_refused_up_front(monkeypatch):
+    """A wheel built for another torch imports, but no attention call would find an operator."""
+    import types
+
+    fake = types.ModuleType("xformers")
+    fake.__version__, fake._has_cpp_library = "0.0.35", False
+    failure = Exception("invalid library")
+    failure.build_info = types.SimpleNamespace(torch_version="2.10.0+cu128")
+    fake._cpp_lib = types.SimpleNamespace(_cpp_library_load_exception=failure)
+    fake.ops = types.ModuleType("xformers.ops")
+    monkeypatch.setitem(sys.modules, "xformers", fake)
+    monkeypatch.setitem(sys.modules, "xformers.ops", fake.ops)
+    with pytest.raises(RuntimeError, match=r"xformers 0\.0\.35 do not load .*built for torch 2\.10\.0\+cu128.*'sdpa'"):
+        check_backend("xformers")
+    fake._has_cpp_library = True
+    check_backend("xformers")
