@@ -40,6 +40,20 @@ def mix_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
+def release_gathered(unit) -> None:
+    """Free the whole weights an FSDP root unit gathered for a forward that had no backward.
+
+    FSDP keeps a root unit's gathered weights after its forward, for the backward to use and free.
+    After a forward without one (EMA validation and previews, the skipped step of a rank without
+    clips, a non-finite loss) they stay, and FSDP reuses them as they are for the next forward and
+    for checkpoints: stale once the shards have changed. FSDP has no public call for this."""
+    if not isinstance(unit, FSDP) or unit._handle is None or unit._handle.needs_unshard():
+        return
+    from torch.distributed.fsdp._runtime_utils import _reshard
+
+    _reshard(unit, unit._handle, free_unsharded_flat_param=True)
+
+
 class FlowceptionModule(L.LightningModule):
     def __init__(self, cfg: Config):
         super().__init__()
@@ -145,6 +159,7 @@ class FlowceptionModule(L.LightningModule):
         sample, out = self.loss(self.model, batch, gens, drop=self.cfg.train.label_dropout)
         terms = self.global_terms(sample, out)
         if not self.finite_everywhere(terms.total):
+            release_gathered(self.model)
             self.on_nonfinite("loss")
             return
         opt.zero_grad(set_to_none=True)
@@ -205,6 +220,7 @@ class FlowceptionModule(L.LightningModule):
         zero, flag = torch.zeros(1, device=self.device), torch.zeros(1, dtype=torch.bool, device=self.device)
         label = torch.full((1,), -1, device=self.device) if m.num_classes else None
         self.model(x, zero, zero.long(), torch.tensor([0, 1], dtype=torch.int32, device=self.device), flag, flag, label)
+        release_gathered(self.model)
 
     def on_nonfinite(self, what: str) -> None:
         self.nonfinite_in_a_row += 1
@@ -259,6 +275,12 @@ class FlowceptionModule(L.LightningModule):
         self.log("val/loss", torch.stack(totals).mean(), sync_dist=True, prog_bar=True, batch_size=batch.num_clips)
 
     def on_validation_epoch_end(self) -> None:
+        try:
+            self.write_previews()
+        finally:
+            release_gathered(self.ema)
+
+    def write_previews(self) -> None:
         """A few clips sampled with the EMA weights, as GIFs in the run folder (rank 0 only)."""
         cfg = self.cfg
         if self.trainer.sanity_checking or cfg.train.preview_clips == 0 or cfg.model.in_channels != 3:

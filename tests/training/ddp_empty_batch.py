@@ -1,5 +1,6 @@
 """`flowvid train` with rank 1's second batch empty (as when every read in it failed), for
-tests/training/test_system.py: the ranks must stay in step through the skipped step."""
+tests/training/test_system.py: the ranks must stay in step through the skipped step (DDP, or
+FSDP on CPU through fsdp_cpu.py's shims when trainer.strategy=fsdp)."""
 import os
 import sys
 
@@ -18,4 +19,8 @@ def failing(items):
 
 
 data_module.collate_clips = failing
+if "trainer.strategy=fsdp" in sys.argv:
+    from fsdp_cpu import use_cpu_fsdp  # this script's folder is on the path
+
+    use_cpu_fsdp()
 sys.exit(main(sys.argv[1:]))

@@ -23,6 +23,11 @@ def full_state_dict_on_cpu(module, world_size, rank0_only=True):
                                 FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=rank0_only))
 
 
-lightning.pytorch.strategies.FSDPStrategy = CPUFSDPStrategy  # flowvid.training.run imports it when asked for fsdp
-lightning_fsdp._get_full_state_dict_context = full_state_dict_on_cpu
-sys.exit(main(sys.argv[1:]))
+def use_cpu_fsdp() -> None:
+    lightning.pytorch.strategies.FSDPStrategy = CPUFSDPStrategy  # flowvid.training.run imports it when asked
+    lightning_fsdp._get_full_state_dict_context = full_state_dict_on_cpu
+
+
+if __name__ == "__main__":
+    use_cpu_fsdp()
+    sys.exit(main(sys.argv[1:]))

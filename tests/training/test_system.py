@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from flowvid.data.module import VideoDataModule
 from flowvid.training.checkpoint import newest_checkpoint
@@ -169,28 +170,41 @@ FSDP_CPU = (str(Path(__file__).with_name("fsdp_cpu.py")),)
 
 def test_fsdp_on_two_gloo_processes_trains_and_resumes_as_one_process(tmp_path):
     """trainer.strategy=fsdp, sharded over two CPU processes: weights, EMA and a resume from a
-    sharded run's checkpoint match one process on the same global batches."""
+    sharded run's checkpoint match one process on the same global batches; validation and preview
+    sampling run with the sharded EMA on both ranks; export writes the whole EMA."""
     # a small clipping norm clips every step: the global norm must combine the ranks' shards
-    steps = ["trainer.limit_val_batches=0", "optim.warmup_steps=2", "optim.weight_decay=0.1",
-             "optim.grad_clip=0.05", "train.ema_decay=0.5"]
-    two_nodes(tmp_path / "fsdp", *steps, "trainer.max_steps=3", script=FSDP_CPU, strategy="fsdp")
-    out = two_nodes(tmp_path / "fsdp", *steps, "trainer.max_steps=5", "--resume", "auto", script=FSDP_CPU,
-                    strategy="fsdp")
+    steps = ["optim.warmup_steps=2", "optim.weight_decay=0.1", "optim.grad_clip=0.05", "train.ema_decay=0.5"]
+    run = tmp_path / "fsdp"
+    sharded = [*steps, "trainer.limit_val_batches=1", "trainer.val_check_interval=2", "train.preview_steps=4"]
+    two_nodes(run, *sharded, "trainer.max_steps=3", script=FSDP_CPU, strategy="fsdp")
+    assert len(list((run / "samples").glob("step00000002_*.gif"))) == 2
+    out = two_nodes(run, *sharded, "trainer.max_steps=5", "--resume", "auto", script=FSDP_CPU, strategy="fsdp")
     assert "5 steps (0 skipped)" in out[0][0]
-    ckpt = torch.load(tmp_path / "fsdp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     single = one_process_on_both_ranks_batches(tmp_path, [*steps, "trainer.max_steps=5"])
     for name in ("model", "ema"):
-        sharded = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(name + ".")}
-        assert_same_params(sharded, state(single, name), atol=1e-5)
+        got = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(name + ".")}
+        assert_same_params(got, state(single, name), atol=1e-5)
+    subprocess.run([sys.executable, "-m", "flowvid.cli", "export", "--ckpt", str(run / "checkpoints" / "last.ckpt"),
+                    "-o", str(tmp_path / "export")], check=True, capture_output=True)
+    exported = {f"ema.{k}": v for k, v in load_file(tmp_path / "export" / "model.safetensors").items()}
+    assert_same_params(exported, state(single, "ema"), atol=1e-5)
 
 
 def test_an_empty_batch_on_one_rank_is_skipped_by_both(tmp_path):
-    """Rank 1's second batch has no clips: both ranks skip that step together and train on."""
-    outs = two_nodes(tmp_path / "ddp", "trainer.max_steps=4", "trainer.limit_val_batches=0",
-                     script=(str(Path(__file__).with_name("ddp_empty_batch.py")),))
-    assert "4 steps (1 skipped)" in outs[0][0]
-    params = ckpt_params(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
-    assert all(torch.isfinite(v).all() for v in params.values())
+    """Rank 1's second batch has no clips: both ranks skip that step together and train on, under
+    DDP and under FSDP (where the idle rank still joins the forward's gathers), to the same weights."""
+    script = (str(Path(__file__).with_name("ddp_empty_batch.py")),)
+    weights = {}
+    for strategy in ("ddp", "fsdp"):
+        outs = two_nodes(tmp_path / strategy, "trainer.max_steps=4", "trainer.limit_val_batches=0", script=script,
+                         strategy=strategy)
+        assert "4 steps (1 skipped)" in outs[0][0]
+        weights[strategy] = torch.load(tmp_path / strategy / "checkpoints" / "last.ckpt", map_location="cpu",
+                                       weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in weights["ddp"].values())
+    assert_same_params(weights["fsdp"], weights["ddp"], atol=1e-5)
 
 
 @pytest.mark.parametrize("stops,every,lengths", [
