@@ -44,6 +44,7 @@ class AttentionBackend(str, Enum):
     sdpa = "sdpa"
     xformers = "xformers"
     flex = "flex"
+    varlen = "varlen"
     reference = "reference"
 
 

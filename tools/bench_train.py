@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=8, help="clips a step")
     ap.add_argument("--gpu", action="store_true", help="one CUDA device, bf16-mixed; adds MFU")
     ap.add_argument("--preset", default="", help="a model preset (configs/model/NAME.yaml) instead of the small net")
-    ap.add_argument("--backend", default="sdpa", help="attention backend: sdpa | flex | xformers | reference")
+    ap.add_argument("--backend", default="sdpa", help="attention backend: sdpa | flex | varlen | xformers | reference")
     ap.add_argument("--compile", action="store_true", help="compile the transformer blocks (train.compile)")
     args = ap.parse_args()
     if args.gpu and not torch.cuda.is_available():

@@ -12,7 +12,10 @@ Backends share that rule and this interface: `fn(q, k, v, layout) -> out`, all (
   with a window, local chunks so that cost grows linearly with length;
 - xformers: memory_efficient_attention with a BlockDiagonalMask (CUDA); windowed or causal
   layouts use the sdpa local path, xformers having no mask of that shape;
-- flex: FlexAttention with a block mask built from the same rule (GPU; forward-only on CPU).
+- flex: FlexAttention with a block mask built from the same rule (GPU; forward-only on CPU);
+- varlen: torch's variable-length flash attention (torch.nn.attention.varlen, CUDA, torch >= 2.10),
+  one call over all clips whatever their lengths; windowed, causal or padded layouts use the sdpa
+  path.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from torch import Tensor
 
 from flowvid.errors import UsageError
 
-BACKENDS = ("sdpa", "reference", "xformers", "flex")
+BACKENDS = ("sdpa", "reference", "xformers", "flex", "varlen")
 
 
 @dataclass
@@ -204,6 +207,30 @@ def xformers_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) ->
     return xops.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias)[0]  # (T, H, Dh)
 
 
+# -- varlen ---------------------------------------------------------------------------------
+
+def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
+    """One flash-attention call over the packed clips, where sdpa makes one per distinct clip
+    length. Flash attention takes half precision only: float32 inputs under autocast (the norms
+    of q and k run in float32) are cast to the autocast type, as autocast does for sdpa; float32
+    without autocast (e.g. sampling in full precision) goes through the sdpa path."""
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    if layout.limited or not (half or torch.is_autocast_enabled(q.device.type)):
+        return sdpa_attention(q, k, v, layout)
+    from torch.nn.attention.varlen import varlen_attn
+
+    if not half:
+        dtype = torch.get_autocast_dtype(q.device.type)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    cached = layout.cache.get("varlen")
+    if cached is None:
+        starts = [layout.tokens(b)[0] for b in range(layout.num_clips)] + [len(q)]
+        offsets = torch.tensor(starts, dtype=torch.int32, device=q.device)
+        cached = layout.cache["varlen"] = (offsets, max(b - a for a, b in zip(starts, starts[1:])))
+    offsets, longest = cached
+    return varlen_attn(q, k, v, offsets, offsets, longest, longest)
+
+
 # -- flex -----------------------------------------------------------------------------------
 
 _compiled_flex: Callable | None = None
@@ -261,6 +288,7 @@ ATTENTION: dict[str, Callable[[Tensor, Tensor, Tensor, PackedLayout], Tensor]] =
     "sdpa": sdpa_attention,
     "xformers": xformers_attention,
     "flex": flex_attention_packed,
+    "varlen": varlen_attention,
 }
 
 
@@ -271,6 +299,12 @@ def check_backend(name: str) -> None:
         raise ValueError(f"unknown attention backend {name!r}; expected one of {list(BACKENDS)}")
     if name == "xformers":
         check_xformers()
+    if name == "varlen":
+        try:
+            from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+        except ImportError as e:
+            raise UsageError(f"attention backend 'varlen' needs torch>=2.10 (torch.nn.attention.varlen), "
+                             f"this is torch {torch.__version__}; use 'sdpa'") from e
     if name == "flex":
         try:
             from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
@@ -298,6 +332,6 @@ def check_xformers() -> None:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, backend: str) -> Tensor:
-    if backend == "xformers" and q.device.type != "cuda":
-        raise UsageError("attention backend 'xformers' runs on CUDA only; use 'sdpa' on CPU")
+    if backend in ("xformers", "varlen") and q.device.type != "cuda":
+        raise UsageError(f"attention backend '{backend}' runs on CUDA only; use 'sdpa' on CPU")
     return ATTENTION[backend](q, k, v, layout)

@@ -93,9 +93,13 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     opts = dict(cfg.trainer)
     opts["strategy"] = strategy(cfg)
     on_gpu = torch.cuda.is_available() and opts.get("accelerator", "auto") in ("auto", "gpu", "cuda")
-    if cfg.model.attention.backend.value == "flex" and not on_gpu:
+    backend = cfg.model.attention.backend.value
+    if backend == "flex" and not on_gpu:
         raise UsageError("attention backend 'flex' has no backward pass on CPU in torch; train on CPU with "
                          "model.attention.backend=sdpa (flex serves GPU training and CPU sampling)")
+    if backend in ("xformers", "varlen") and not on_gpu:
+        raise UsageError(f"attention backend '{backend}' runs on CUDA only; train on CPU with "
+                         "model.attention.backend=sdpa")
     opts.setdefault("precision", "bf16-mixed" if on_gpu else "32-true")
     if str(opts["precision"]) in ("16-mixed", "16"):  # the manual step clips before any unscaling
         raise ConfigError("trainer.precision=16-mixed (float16 with a loss scaler) is not supported; use "

@@ -115,8 +115,23 @@ def test_unknown_or_unavailable_backends():
     except ImportError:
         with pytest.raises(RuntimeError, match="flowvid\\[xformers\\]"):
             check_backend("xformers")
-    with pytest.raises(RuntimeError, match="CUDA only"):
-        attend(q, k, v, layout([2], 1), "xformers")
+    for backend in ("xformers", "varlen"):
+        with pytest.raises(RuntimeError, match="CUDA only"):
+            attend(q, k, v, layout([2], 1), backend)
+
+
+@pytest.mark.parametrize("window,causal,valid", [(0, False, False), (1, False, False), (0, True, False),
+                                                 (0, False, True)])
+def test_varlen_hands_what_flash_cannot_take_to_sdpa(window, causal, valid):
+    """Masked layouts, and float32 without autocast, take the sdpa path (the flash call itself
+    needs CUDA: tests/models/test_gpu.py)."""
+    from flowvid.models.attention import ATTENTION
+
+    lengths, tpf = [5, 3, 6], 4
+    q, k, v = (x.float() for x in random_qkv(lengths, tpf))
+    mask = torch.rand(sum(lengths), generator=torch.Generator().manual_seed(0)) > 0.3 if valid else None
+    out = ATTENTION["varlen"](q, k, v, layout(lengths, tpf, window, causal, mask))
+    torch.testing.assert_close(out, attend(q, k, v, layout(lengths, tpf, window, causal, mask), "sdpa"))
 
 
 def test_xformers_whose_kernels_do_not_load_is_refused_up_front(monkeypatch):

@@ -4,7 +4,7 @@ import torch
 
 from flowvid.flow import InsertionPath, path_loss
 from flowvid.errors import UsageError
-from flowvid.models.attention import attend, check_xformers
+from flowvid.models.attention import attend, check_backend
 
 from model_helpers import packed_inputs, randomized, tiny_cfg
 from test_attention import layout, random_qkv
@@ -13,12 +13,12 @@ pytestmark = pytest.mark.gpu
 
 
 def needs(backend: str) -> None:
-    """xformers is an optional extra: a GPU machine without a working install skips its cases."""
-    if backend == "xformers":
-        try:
-            check_xformers()
-        except UsageError as e:
-            pytest.skip(str(e))
+    """xformers is an optional extra and varlen needs torch >= 2.10: a GPU machine without them
+    skips their cases, saying why."""
+    try:
+        check_backend(backend)
+    except UsageError as e:
+        pytest.skip(str(e))
 
 
 def rel_err(a, b):
@@ -32,7 +32,7 @@ def cuda_layout(*args):
 
 
 # xformers serves unmasked block-diagonal layouts only (windowed ones go through sdpa)
-@pytest.mark.parametrize("backend,window,causal", [("xformers", 0, False), ("flex", 0, False),
+@pytest.mark.parametrize("backend,window,causal", [("xformers", 0, False), ("varlen", 0, False), ("flex", 0, False),
                                                    ("flex", 2, False), ("flex", 0, True)])
 def test_backend_equals_sdpa_in_bf16(backend, window, causal):
     needs(backend)
@@ -45,7 +45,7 @@ def test_backend_equals_sdpa_in_bf16(backend, window, causal):
     assert rel_err(out, sdpa) < 1e-2
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "xformers", "flex"])
+@pytest.mark.parametrize("backend", ["sdpa", "xformers", "flex", "varlen"])
 def test_bf16_mixed_training_steps(backend):
     needs(backend)
     cfg = tiny_cfg(f"model.attention.backend={backend}", "model.dim=128", "model.heads=2",

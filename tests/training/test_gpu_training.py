@@ -9,7 +9,7 @@ from train_helpers import ckpt_params, tiny
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("strategy,backend", [("auto", "sdpa"), ("fsdp", "sdpa"), ("auto", "flex")])
+@pytest.mark.parametrize("strategy,backend", [("auto", "sdpa"), ("fsdp", "sdpa"), ("auto", "flex"), ("auto", "varlen")])
 def test_bf16_mixed_training_on_gpu_resumes(tmp_path, strategy, backend):
     """bf16-mixed (the GPU default) through the trainer, then a resume from its checkpoint."""
     opts = ["trainer.accelerator=gpu", "trainer.devices=1", f"trainer.strategy={strategy}",

@@ -48,7 +48,8 @@ def test_bad_config_or_missing_data_exit_2_and_create_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     for args in (["data.source=manifest", f"data.manifest={tmp_path / 'missing.jsonl'}"],
                  ["optim.lr=-1"], ["trainer.max_stepz=3"], ["data.height=32"],
-                 ["model.attention.backend=flex", "trainer.accelerator=cpu"], ["trainer.devices=0"],
+                 ["model.attention.backend=flex", "trainer.accelerator=cpu"],
+                 ["model.attention.backend=varlen", "trainer.accelerator=cpu"], ["trainer.devices=0"],
                  ["trainer.precision=16-mixed"]):
         assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *args]) == 2
         err = capsys.readouterr().err.strip()
