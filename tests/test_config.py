@@ -32,7 +32,7 @@ def test_roundtrip_through_yaml(tmp_path):
     ("path.n_start=0", r"'path.n_start' must be >= 1"),
     ("model.dim=100", r"'model.dim' must be divisible by heads=3"),
     ("path.time.insertion_phase_weight=2", r"'path.time.insertion_phase_weight' must be in \[0, 1\]"),
-    ("model.attention.backend=cuda", r"expected one of \[sdpa, xformers, flex, reference\]"),
+    ("model.attention.backend=cuda", r"expected one of \[sdpa, xformers, flex, varlen, reference\]"),
     ("model.heads=32", r"'model.heads' leave a head dimension >= 8"),
 ])
 def test_bad_values_fail_in_one_line(override, match):

@@ -33,10 +33,10 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def resolve_resume(run_dir: str | Path, resume: str | None, model: Any) -> Path | None:
+def resolve_resume(run_dir: str | Path, resume: str | None, model: Any, sharded: bool = False) -> Path | None:
     """None (start fresh), 'auto' (the run's newest checkpoint if there is one) or a checkpoint path.
-    A file that is not a flowvid checkpoint, or one of another network than `model` (a ModelConfig),
-    fails here, before anything is written."""
+    A file that is not a flowvid checkpoint, one of another network than `model` (a ModelConfig), or
+    one FSDP cannot resume (`sharded`), fails here, before anything is written."""
     if resume is None:
         return None
     path = newest_checkpoint(run_dir) if resume == "auto" else Path(resume)
@@ -44,19 +44,22 @@ def resolve_resume(run_dir: str | Path, resume: str | None, model: Any) -> Path 
         return None
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
-    check_same_model(path, model)
+    from flowvid.training.export import open_checkpoint
+
+    ckpt = open_checkpoint(path)
+    check_same_model(path, ckpt, model)
+    if sharded:
+        check_fsdp_can_resume(path, ckpt)
     return path
 
 
-def check_same_model(path: Path, model: Any) -> None:
+def check_same_model(path: Path, ckpt: dict, model: Any) -> None:
     """The checkpoint's weights must fit the configured network (names and shapes); settings that
     leave the weights alone (attention backend, gradient checkpointing) may change on resume."""
     from flowvid.config import ConfigError
     from flowvid.models import SpatioTemporalDiT
-    from flowvid.training.export import open_checkpoint
 
-    saved = {k[len("model."):]: tuple(v.shape) for k, v in open_checkpoint(path)["state_dict"].items()
-             if k.startswith("model.")}
+    saved = {k[len("model."):]: tuple(v.shape) for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     with torch.device("meta"):  # shapes only, no memory
         wanted = {k: tuple(v.shape) for k, v in SpatioTemporalDiT(model).state_dict().items()}
     wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
@@ -64,6 +67,19 @@ def check_same_model(path: Path, model: Any) -> None:
         shown = ", ".join(f"{k}: {saved.get(k)} in the checkpoint, {wanted.get(k)} here" for k in wrong[:3])
         raise ConfigError(f"{path} holds another network than the model config ({len(wrong)} tensors differ; "
                           f"{shown}); resume with the checkpoint's model settings or start a new run folder")
+
+
+def check_fsdp_can_resume(path: Path, ckpt: dict) -> None:
+    """Lightning's FSDP loader reads optimizer states numbered by module position, as flowvid writes
+    them; checkpoints from before that (numbered in optimizer order: the concatenated groups count
+    0, 1, 2, ...) would pair moments with the wrong parameters under FSDP."""
+    from flowvid.config import ConfigError
+
+    for state in ckpt.get("optimizer_states") or []:
+        numbers = [i for group in state.get("param_groups", []) for i in group["params"]]
+        if len(state.get("param_groups", [])) > 1 and numbers == list(range(len(numbers))):
+            raise ConfigError(f"{path} numbers its optimizer state in the old order, which FSDP cannot resume; "
+                              "resume it with ddp (or one device), or start a new run folder")
 
 
 def newest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -46,12 +46,16 @@ def release_gathered(unit) -> None:
     FSDP keeps a root unit's gathered weights after its forward, for the backward to use and free.
     After a forward without one (EMA validation and previews, the skipped step of a rank without
     clips, a non-finite loss) they stay, and FSDP reuses them as they are for the next forward and
-    for checkpoints: stale once the shards have changed. FSDP has no public call for this."""
-    if not isinstance(unit, FSDP) or unit._handle is None or unit._handle.needs_unshard():
+    for checkpoints: stale once the shards have changed. FSDP has no public call for this.
+    Whether the next forward gathers the root unit again depends on this, so every rank must
+    release at the same points."""
+    handle = getattr(unit, "_handle", None) if isinstance(unit, FSDP) else None
+    # one rank: FSDP shards nothing (NO_SHARD) and the weights are the parameters themselves
+    if handle is None or not handle.uses_sharded_strategy or handle.needs_unshard():
         return
     from torch.distributed.fsdp._runtime_utils import _reshard
 
-    _reshard(unit, unit._handle, free_unsharded_flat_param=True)
+    _reshard(unit, handle, free_unsharded_flat_param=True)
 
 
 class FlowceptionModule(L.LightningModule):
@@ -90,9 +94,12 @@ class FlowceptionModule(L.LightningModule):
         blocks a unit inside it. Lightning would otherwise wrap this whole module, whose training
         step (backward and optimizer step included) then runs inside the root unit's forward: FSDP
         never finishes that backward (Lightning issue 19685). Both networks are sharded alike, so a
-        rank holds the same slice of each weight in both and the EMA update pairs them shard by shard."""
+        rank holds the same slice of each weight in both and the EMA update pairs them shard by shard.
+
+        No FSDP mixed precision: bf16-mixed runs under Lightning's autocast, as with DDP. FSDP's own
+        (Lightning's bf16 config) would cast the networks' inputs, the time t among them, and their
+        buffers (the rotary frequencies) to bf16, training another function than the one sampled."""
         opts = dict(auto_wrap_policy=ModuleWrapPolicy({Block}), sharding_strategy=strategy.sharding_strategy,
-                    mixed_precision=strategy.mixed_precision_config, cpu_offload=strategy.cpu_offload,
                     device_id=strategy.root_device, use_orig_params=True)
         self.model = FSDP(self.model, **opts)
         self.ema = FSDP(self.ema, **opts)
@@ -149,12 +156,15 @@ class FlowceptionModule(L.LightningModule):
         self.batches_in_epoch += 1
         self.global_batches_in_epoch += self.trainer.world_size
         if batch.num_clips == 0:  # every read in this batch failed: take part in the collectives, skip everywhere
-            self.idle_forward()
+            self.idle_forward(self.model)
+            release_gathered(self.model)  # as the other ranks do after their non-finite (NaN) skip below
             self.reduce_counts(torch.zeros(2, device=self.device))
             self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
             self.on_nonfinite("batch (every read in it failed)")
             return
         opt, sched = self.optimizers(), self.lr_schedulers()
+        # before the forward: a compiled block under FSDP fails on the last step's sharded gradient
+        opt.zero_grad(set_to_none=True)
         gens = self.generators(batch, self.global_step, salt=0)
         sample, out = self.loss(self.model, batch, gens, drop=self.cfg.train.label_dropout)
         terms = self.global_terms(sample, out)
@@ -162,7 +172,6 @@ class FlowceptionModule(L.LightningModule):
             release_gathered(self.model)
             self.on_nonfinite("loss")
             return
-        opt.zero_grad(set_to_none=True)
         self.manual_backward(terms.total)
         if not self.finite_everywhere(self.grad_max()):  # a finite loss can still overflow in backward
             opt.zero_grad(set_to_none=True)
@@ -212,15 +221,16 @@ class FlowceptionModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
 
     @torch.no_grad()
-    def idle_forward(self) -> None:
+    def idle_forward(self, network) -> None:
         """A forward on one blank frame, for a rank without clips: under FSDP the forward gathers the
-        sharded weights, a collective every rank must join; DDP needs nothing from it."""
+        sharded weights, a collective every rank must join; DDP needs nothing from it. Whether FSDP
+        gathers the root unit again depends on release_gathered, so every rank releases at the same
+        points (the callers)."""
         m = self.cfg.model
         x = torch.zeros(1, m.in_channels, m.height, m.width, device=self.device)
         zero, flag = torch.zeros(1, device=self.device), torch.zeros(1, dtype=torch.bool, device=self.device)
         label = torch.full((1,), -1, device=self.device) if m.num_classes else None
-        self.model(x, zero, zero.long(), torch.tensor([0, 1], dtype=torch.int32, device=self.device), flag, flag, label)
-        release_gathered(self.model)
+        network(x, zero, zero.long(), torch.tensor([0, 1], dtype=torch.int32, device=self.device), flag, flag, label)
 
     def on_nonfinite(self, what: str) -> None:
         self.nonfinite_in_a_row += 1
@@ -259,26 +269,47 @@ class FlowceptionModule(L.LightningModule):
 
     # -- validation ---------------------------------------------------------------------------
 
+    def on_validation_epoch_start(self) -> None:
+        # per val time: clip-weighted sums of the velocity and insertion losses; and the clip count
+        self.val_sums = torch.zeros(len(self.cfg.train.val_times), 2, device=self.device, dtype=torch.float64)
+        self.val_clips = torch.zeros((), device=self.device, dtype=torch.float64)
+
     def validation_step(self, batch: PackedClips, batch_idx: int) -> None:
         """EMA losses at fixed fractions of each clip's time range; the draws are the same every time."""
-        if batch.num_clips == 0:
+        if batch.num_clips == 0:  # every read failed: under FSDP, join the other ranks' EMA forwards
+            if isinstance(self.ema, FSDP):
+                for _ in self.cfg.train.val_times:
+                    self.idle_forward(self.ema)
             return
-        totals = []
         for i, q in enumerate(self.cfg.train.val_times):
             gens = self.generators(batch, step=0, salt=1000 + i)
             sample, out = self.loss(self.ema, batch, gens, fraction=q)
             lv = velocity_loss(out.velocity, sample.v_target, sample.flowing)
             li = insertion_loss(out.rate_head, sample.k, sample.active, self.cfg.model.rate_link)
-            totals.append(lv + self.cfg.loss.insertion_weight * li)
-            self.log_dict({f"val/velocity@{q:g}": lv, f"val/insertion@{q:g}": li}, sync_dist=True,
-                          batch_size=batch.num_clips)
-        self.log("val/loss", torch.stack(totals).mean(), sync_dist=True, prog_bar=True, batch_size=batch.num_clips)
+            self.val_sums[i] += torch.stack([lv, li]).double() * batch.num_clips
+        self.val_clips += batch.num_clips
 
     def on_validation_epoch_end(self) -> None:
         try:
+            self.log_validation()
             self.write_previews()
         finally:
             release_gathered(self.ema)
+
+    def log_validation(self) -> None:
+        """Means over every validation clip of all ranks, each clip counting the same (a rank whose
+        batches all failed adds nothing and still takes part)."""
+        sums, clips = self.val_sums.clone(), self.val_clips.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+            dist.all_reduce(clips)
+        if clips == 0:
+            return
+        means = (sums / clips).float()
+        w = self.cfg.loss.insertion_weight
+        for q, (lv, li) in zip(self.cfg.train.val_times, means):
+            self.log_dict({f"val/velocity@{q:g}": lv, f"val/insertion@{q:g}": li})
+        self.log("val/loss", (means[:, 0] + w * means[:, 1]).mean(), prog_bar=True)
 
     def write_previews(self) -> None:
         """A few clips sampled with the EMA weights, as GIFs in the run folder (rank 0 only)."""
@@ -288,7 +319,9 @@ class FlowceptionModule(L.LightningModule):
         from flowvid.pipelines.outputs import write_gif
         from flowvid.pipelines.tasks import generate
 
-        # every rank samples the same clips (same seeds): a sharded (FSDP) EMA needs all of them
+        # Every rank samples the same clips (same seeds): a sharded (FSDP) EMA needs all of them. The
+        # sampler's choices follow the network's outputs, the same on every rank (same gathered
+        # weights, inputs and kernels); ranks whose choices differed would wait on each other.
         samples = generate(self.ema, cfg, num=cfg.train.preview_clips, steps=cfg.train.preview_steps,
                            seed=cfg.seed, max_frames=2 * cfg.data.max_frames)
         if not self.trainer.is_global_zero:
@@ -312,6 +345,23 @@ class FlowceptionModule(L.LightningModule):
                                  "batches_in_epoch": self.batches_in_epoch,
                                  "global_batches_in_epoch": self.global_batches_in_epoch,
                                  "skipped_steps": self.skipped_steps}
+        if not isinstance(self.model, FSDP) and checkpoint.get("optimizer_states"):
+            checkpoint["optimizer_states"] = [self.numbered_by_module(s) for s in checkpoint["optimizer_states"]]
+
+    def numbered_by_module(self, state: dict) -> dict:
+        """An optimizer state with its parameters numbered by position in self.parameters().
+
+        optimizer.state_dict() numbers them in optimizer order (the weight-decay group first);
+        Lightning's FSDP checkpoints number them by module position, and its FSDP loader reads every
+        checkpoint that way. Written so, a checkpoint from a run without FSDP resumes under FSDP too;
+        torch's load_state_dict pairs parameters through param_groups, so it loads either way."""
+        position = {id(p): i for i, p in enumerate(self.parameters())}
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        renumber = {}
+        for saved, group in zip(state["param_groups"], optimizer.param_groups):
+            renumber.update({old: position[id(p)] for old, p in zip(saved["params"], group["params"])})
+        return {**state, "state": {renumber[k]: v for k, v in state["state"].items()},
+                "param_groups": [{**g, "params": [renumber[i] for i in g["params"]]} for g in state["param_groups"]]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("flowvid", {})

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # step's checkpoint holds the weights after that step, which is what resuming needs.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
+# validation means are reduced over ranks by the module itself (FlowceptionModule.log_validation)
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.val/")
 
 
 @dataclass
@@ -43,7 +45,14 @@ def strategy(cfg: Config):
     """Lightning's strategy by name; under `fsdp` the module shards its networks itself
     (FlowceptionModule.shard_networks)."""
     name = cfg.trainer.get("strategy", "auto")
+    if isinstance(name, str) and name.startswith("fsdp") and name != "fsdp":
+        raise ConfigError(f"trainer.strategy={name} is not supported; use trainer.strategy=fsdp (flowvid shards "
+                          "its networks itself, without CPU offload)")
     if name == "fsdp":
+        precision = str(cfg.trainer.get("precision", "bf16-mixed"))
+        if precision not in ("bf16-mixed", "bf16", "32-true", "32"):
+            raise ConfigError(f"trainer.precision={precision} is not supported with trainer.strategy=fsdp; use "
+                              "bf16-mixed (or 32-true)")
         from lightning.pytorch.strategies import FSDPStrategy
 
         return FSDPStrategy(sharding_strategy="FULL_SHARD")
@@ -139,7 +148,8 @@ def write_config(run_dir: Path, cfg: Config) -> None:
 def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainResult:
     """Train from config into run_dir; resume: None, 'auto' or a checkpoint path."""
     run_dir = Path(run_dir)
-    ckpt_path = resolve_resume(run_dir, resume, cfg.model)  # every check that can fail runs before anything is written
+    # every check that can fail runs before anything is written
+    ckpt_path = resolve_resume(run_dir, resume, cfg.model, sharded=cfg.trainer.get("strategy") == "fsdp")
     datamodule = VideoDataModule(cfg)
     datamodule.setup()
     L.seed_everything(cfg.seed, workers=True, verbose=False)

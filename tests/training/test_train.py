@@ -50,7 +50,8 @@ def test_bad_config_or_missing_data_exit_2_and_create_nothing(tmp_path, capsys):
                  ["optim.lr=-1"], ["trainer.max_stepz=3"], ["data.height=32"],
                  ["model.attention.backend=flex", "trainer.accelerator=cpu"],
                  ["model.attention.backend=varlen", "trainer.accelerator=cpu"], ["trainer.devices=0"],
-                 ["trainer.precision=16-mixed"]):
+                 ["trainer.precision=16-mixed"], ["trainer.strategy=fsdp_cpu_offload"],
+                 ["trainer.strategy=fsdp", "trainer.precision=bf16-true"]):
         assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("flowvid train: error:"), err
