@@ -34,9 +34,12 @@ def test_roundtrip_through_yaml(tmp_path):
     ("path.time.insertion_phase_weight=2", r"'path.time.insertion_phase_weight' must be in \[0, 1\]"),
     ("model.attention.backend=cuda", r"expected one of \[sdpa, xformers, flex, varlen, reference\]"),
     ("model.heads=32", r"'model.heads' leave a head dimension >= 8"),
+    ("model.attention.backend=varlen", r"'model.attention.backend' varlen .* multiple of 8 .* dim 120 / 10 heads"),
 ])
 def test_bad_values_fail_in_one_line(override, match):
     overrides = ["model.heads=3", override] if "divisible" in match else [override]
+    if "varlen" in match:
+        overrides = ["model.dim=120", "model.heads=10", override]
     with pytest.raises(ConfigError, match=match) as err:
         load_config("configs/base.yaml", overrides)
     assert "\n" not in str(err.value)

@@ -4,7 +4,7 @@
 # attention backends against each other, the sampling tools on the GPU), then training
 # throughput and MFU through the real trainer (tools/bench_train.py) for the B preset in bf16
 # with each attention backend, and compiled.
-# The parts run in order of importance within one time budget (BUDGET seconds, default 500);
+# The parts run in order of importance within one time budget (BUDGET seconds, default 540);
 # each has its own cap and writes its output under $OUT (default gpu_results/) as it goes, so a
 # part that runs out of time still leaves the others.
 #
@@ -14,7 +14,7 @@
 set -uo pipefail
 out=${OUT:-gpu_results}
 py=${PYTHON:-python3}
-deadline=$((SECONDS + ${BUDGET:-500}))
+deadline=$((SECONDS + ${BUDGET:-540}))
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 

@@ -76,6 +76,9 @@ def check_fsdp_can_resume(path: Path, ckpt: dict) -> None:
     from flowvid.config import ConfigError
 
     for state in ckpt.get("optimizer_states") or []:
+        if not state.get("state"):  # Lightning's FSDP loader fails on it (no step was taken before the save)
+            raise ConfigError(f"{path} holds no optimizer state yet; resume it with ddp (or one device), or start "
+                              "a new run folder")
         numbers = [i for group in state.get("param_groups", []) for i in group["params"]]
         if len(state.get("param_groups", [])) > 1 and numbers == list(range(len(numbers))):
             raise ConfigError(f"{path} numbers its optimizer state in the old order, which FSDP cannot resume; "

@@ -155,6 +155,9 @@ class FlowceptionModule(L.LightningModule):
     def training_step(self, batch: PackedClips, batch_idx: int) -> None:
         self.batches_in_epoch += 1
         self.global_batches_in_epoch += self.trainer.world_size
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        # before any forward: a compiled block under FSDP fails on the last step's sharded gradient
+        opt.zero_grad(set_to_none=True)
         if batch.num_clips == 0:  # every read in this batch failed: take part in the collectives, skip everywhere
             self.idle_forward(self.model)
             release_gathered(self.model)  # as the other ranks do after their non-finite (NaN) skip below
@@ -162,9 +165,6 @@ class FlowceptionModule(L.LightningModule):
             self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
             self.on_nonfinite("batch (every read in it failed)")
             return
-        opt, sched = self.optimizers(), self.lr_schedulers()
-        # before the forward: a compiled block under FSDP fails on the last step's sharded gradient
-        opt.zero_grad(set_to_none=True)
         gens = self.generators(batch, self.global_step, salt=0)
         sample, out = self.loss(self.model, batch, gens, drop=self.cfg.train.label_dropout)
         terms = self.global_terms(sample, out)

@@ -150,3 +150,29 @@ def test_xformers_whose_kernels_do_not_load_is_refused_up_front(monkeypatch):
         check_backend("xformers")
     fake._has_cpp_library = True
     check_backend("xformers")
+
+
+def test_varlen_calls_flash_once_with_the_packed_offsets(monkeypatch):
+    """The flash call itself needs CUDA; here a stand-in with varlen_attn's contract (packed
+    (T, H, D) inputs, int32 offsets, the longest clip) computes each clip's attention, under CPU
+    autocast, and the result must equal the sdpa path's."""
+    import torch.nn.attention.varlen as varlen_module
+
+    from flowvid.models.attention import ATTENTION
+
+    calls = []
+
+    def stand_in(q, k, v, cu_q, cu_k, max_q, max_k):
+        calls.append((q.dtype, cu_q.dtype, cu_q.tolist(), max_q, max_k))
+        assert torch.equal(cu_q, cu_k)
+        edges = cu_q.tolist()
+        return torch.cat([attend(q[a:b], k[a:b], v[a:b], layout([b - a], 1), "reference") for a, b in zip(edges, edges[1:])])
+
+    monkeypatch.setattr(varlen_module, "varlen_attn", stand_in)
+    lengths, tpf = [5, 3, 6], 4
+    q, k, v = (x.float() for x in random_qkv(lengths, tpf))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ATTENTION["varlen"](q, k, v, layout(lengths, tpf))
+        ref = attend(q, k, v, layout(lengths, tpf), "sdpa")
+    assert calls == [(torch.bfloat16, torch.int32, [0, 20, 32, 56], 24, 24)]
+    torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)

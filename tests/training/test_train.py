@@ -181,3 +181,20 @@ def test_resume_with_another_network_is_refused_before_anything_is_written(tmp_p
     assert err.count("\n") == 0 and "holds another network" in err, err
     assert (run / "config.yaml").read_text() == config and not (run / "config.prev.yaml").exists()
     assert main([*base, "--resume", "auto", "trainer.max_steps=3", "model.grad_checkpointing=true"]) == 0
+
+
+def test_fsdp_refuses_optimizer_states_its_loader_would_misread(tmp_path):
+    """Lightning's FSDP loader numbers parameters by module position; older flowvid checkpoints
+    numbered them in optimizer order (groups counting 0, 1, 2, ...), and one saved before any step
+    has no state. Both resume without FSDP only."""
+    from flowvid.config import ConfigError
+    from flowvid.training.checkpoint import check_fsdp_can_resume
+
+    moments = {"exp_avg": torch.zeros(1)}
+    new = {"state": {0: moments, 2: moments}, "param_groups": [{"params": [0, 3]}, {"params": [1, 2]}]}
+    old = {"state": {0: moments, 2: moments}, "param_groups": [{"params": [0, 1]}, {"params": [2, 3]}]}
+    check_fsdp_can_resume(tmp_path / "new.ckpt", {"optimizer_states": [new]})
+    with pytest.raises(ConfigError, match="old order"):
+        check_fsdp_can_resume(tmp_path / "old.ckpt", {"optimizer_states": [old]})
+    with pytest.raises(ConfigError, match="no optimizer state yet"):
+        check_fsdp_can_resume(tmp_path / "fresh.ckpt", {"optimizer_states": [{**new, "state": {}}]})
