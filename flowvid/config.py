@@ -128,7 +128,8 @@ class ModelConfig:
             yield "dim", f"must be divisible by heads={self.heads}, got {self.dim}"
         elif self.heads >= 1 and self.dim // self.heads < 8:
             yield "heads", f"leave a head dimension >= 8 (rotary positions need it), got dim {self.dim} / {self.heads} heads"
-        elif self.attention.backend == AttentionBackend.varlen and (self.dim // self.heads % 8 or self.dim // self.heads > 256):
+        elif self.attention.backend == AttentionBackend.varlen and not (self.dim // self.heads % 8 == 0
+                                                                         and self.dim // self.heads <= 256):
             yield "attention.backend", (f"varlen (flash attention) needs a head dimension that is a multiple of 8 and "
                                         f"at most 256, got dim {self.dim} / {self.heads} heads")
         for name in ("height", "width"):

@@ -166,7 +166,8 @@ def test_varlen_calls_flash_once_with_the_packed_offsets(monkeypatch):
         calls.append((q.dtype, cu_q.dtype, cu_q.tolist(), max_q, max_k))
         assert torch.equal(cu_q, cu_k)
         edges = cu_q.tolist()
-        return torch.cat([attend(q[a:b], k[a:b], v[a:b], layout([b - a], 1), "reference") for a, b in zip(edges, edges[1:])])
+        return torch.cat([attend(q[a:b], k[a:b], v[a:b], layout([b - a], 1), "reference")
+                          for a, b in zip(edges, edges[1:])])
 
     monkeypatch.setattr(varlen_module, "varlen_attn", stand_in)
     lengths, tpf = [5, 3, 6], 4

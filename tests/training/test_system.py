@@ -170,8 +170,9 @@ FSDP_CPU = (str(Path(__file__).with_name("fsdp_cpu.py")),)
 
 def test_fsdp_on_two_gloo_processes_trains_and_resumes_as_one_process(tmp_path):
     """trainer.strategy=fsdp, sharded over two CPU processes, in a run resumed from DDP to FSDP and
-    back (each resume carries the Adam moments over): weights and EMA match one process on the same global batches; validation and preview
-    sampling run with the sharded EMA on both ranks; export writes the whole EMA."""
+    back (each resume carries the Adam moments over): weights and EMA match one process on the same
+    global batches; validation and preview sampling run with the sharded EMA on both ranks; export
+    writes the whole EMA."""
     # a small clipping norm clips every step: the global norm must combine the ranks' shards
     steps = ["optim.warmup_steps=2", "optim.weight_decay=0.1", "optim.grad_clip=0.05", "train.ema_decay=0.5"]
     run = tmp_path / "run"
