@@ -30,6 +30,7 @@ from torch import Tensor
 from flowvid.errors import UsageError
 
 BACKENDS = ("sdpa", "reference", "xformers", "flex", "varlen")
+CUDA_ONLY = ("xformers", "varlen")  # their kernels exist for CUDA devices alone
 
 
 @dataclass
@@ -332,6 +333,6 @@ def check_xformers() -> None:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, backend: str) -> Tensor:
-    if backend in ("xformers", "varlen") and q.device.type != "cuda":
+    if backend in CUDA_ONLY and q.device.type != "cuda":
         raise UsageError(f"attention backend '{backend}' runs on CUDA only; use 'sdpa' on CPU")
     return ATTENTION[backend](q, k, v, layout)

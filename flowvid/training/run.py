@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule
 from flowvid.errors import UsageError
+from flowvid.models.attention import CUDA_ONLY
 from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, resolve_resume
 from flowvid.training.module import FlowceptionModule
 from flowvid.training.requeue import RunPaused, StopFlag, requeue_slurm_job
@@ -49,10 +50,6 @@ def strategy(cfg: Config):
         raise ConfigError(f"trainer.strategy={name} is not supported; use trainer.strategy=fsdp (flowvid shards "
                           "its networks itself, without CPU offload)")
     if name == "fsdp":
-        precision = str(cfg.trainer.get("precision", "bf16-mixed"))
-        if precision not in ("bf16-mixed", "bf16", "32-true", "32"):
-            raise ConfigError(f"trainer.precision={precision} is not supported with trainer.strategy=fsdp; use "
-                              "bf16-mixed (or 32-true)")
         from lightning.pytorch.strategies import FSDPStrategy
 
         return FSDPStrategy(sharding_strategy="FULL_SHARD")
@@ -106,13 +103,16 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     if backend == "flex" and not on_gpu:
         raise UsageError("attention backend 'flex' has no backward pass on CPU in torch; train on CPU with "
                          "model.attention.backend=sdpa (flex serves GPU training and CPU sampling)")
-    if backend in ("xformers", "varlen") and not on_gpu:
+    if backend in CUDA_ONLY and not on_gpu:
         raise UsageError(f"attention backend '{backend}' runs on CUDA only; train on CPU with "
                          "model.attention.backend=sdpa")
-    opts.setdefault("precision", "bf16-mixed" if on_gpu else "32-true")
-    if str(opts["precision"]) in ("16-mixed", "16"):  # the manual step clips before any unscaling
+    precision = str(opts.setdefault("precision", "bf16-mixed" if on_gpu else "32-true"))
+    if precision in ("16-mixed", "16"):  # the manual step clips before any unscaling
         raise ConfigError("trainer.precision=16-mixed (float16 with a loss scaler) is not supported; use "
                           "bf16-mixed (GPUs since A100), 16-true or 32-true")
+    if cfg.trainer.get("strategy") == "fsdp" and precision not in ("bf16-mixed", "bf16", "32-true", "32"):
+        raise ConfigError(f"trainer.precision={precision} is not supported with trainer.strategy=fsdp; use "
+                          "bf16-mixed (or 32-true)")
     if not has_val:
         opts["limit_val_batches"] = 0
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="step{step:08d}", auto_insert_metric_name=False,
