@@ -37,6 +37,7 @@ run_bench() {  # name, cap, args...
 }
 run_bench sdpa 120 --backend sdpa
 run_bench flex 150 --backend flex
+timeout "$(limit 60)" "$py" tools/bench_flex_mask.py --gpu --reps 3 2>&1 | tee "$out/flex_mask.txt"
 run_bench varlen 120 --backend varlen
 if grep -q "^xformers " "$out/device.txt"; then
     run_bench xformers 120 --backend xformers

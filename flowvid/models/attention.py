@@ -19,6 +19,7 @@ Backends share that rule and this interface: `fn(q, k, v, layout) -> out`, all (
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -248,17 +249,30 @@ def _flex_fn(device: torch.device) -> Callable:
     return _compiled_flex
 
 
+FLEX_BLOCK = 128  # FlexAttention's default tile, in tokens
+
+
 def flex_block_mask(layout: PackedLayout, device: torch.device):
-    from torch.nn.attention.flex_attention import create_block_mask
+    """The block mask for FlexAttention, built from frames.
+
+    torch's create_block_mask evaluates the mask on every token pair (T^2 work and memory, once
+    per forward); here the tile table comes from the (frames x frames) mask instead: a tile's token
+    pairs are those of the frames it overlaps, so counting allowed frame pairs over that rectangle
+    (a summed-area table) tells whether it is empty, partial or full. Partial tiles evaluate
+    mask_mod per token; full ones skip it."""
+    from torch.nn.attention.flex_attention import BlockMask
 
     tpf = layout.tokens_per_frame
     counts = torch.tensor([hi - lo for lo, hi in (layout.frames(b) for b in range(layout.num_clips))], device=device)
-    clip_of = torch.repeat_interleave(torch.arange(layout.num_clips, device=device), counts * tpf)  # (T,)
-    pos_of = torch.repeat_interleave(layout.position.to(device), tpf)  # (T,)
-    valid_of = None if layout.valid is None else torch.repeat_interleave(layout.valid.to(device), tpf)
+    clip_f = torch.repeat_interleave(torch.arange(layout.num_clips, device=device), counts)  # (M,)
+    pos_f = layout.position.to(device)
+    valid_f = None if layout.valid is None else layout.valid.to(device)
+    allowed = (clip_f[:, None] == clip_f[None, :]) & layout.frame_mask(pos_f, pos_f, valid_f)  # (M, M)
+    clip_of, pos_of = clip_f.repeat_interleave(tpf), pos_f.repeat_interleave(tpf)  # (T,)
+    valid_of = None if valid_f is None else valid_f.repeat_interleave(tpf)
     window, causal = layout.window, layout.causal
 
-    def mask_mod(b, h, qi, ki):
+    def mask_mod(b, h, qi, ki):  # the same rule per token, for partial tiles
         d = pos_of[qi] - pos_of[ki]
         ok = clip_of[qi] == clip_of[ki]
         if window > 0:
@@ -270,10 +284,31 @@ def flex_block_mask(layout: PackedLayout, device: torch.device):
         return ok | ((clip_of[qi] == clip_of[ki]) & (d == 0))  # a frame always sees itself, as above
 
     T = len(clip_of)
-    # Built eagerly (O(T^2) work once per forward, shared by all layers). With _compile=True the
-    # GPU tests ran past 200 s instead of 37 s on an H200, most likely recompiling for each new
-    # packed length; packed lengths change every batch.
-    return create_block_mask(mask_mod, None, None, T, T, device=device)
+    partial, full = _tiles(allowed, tpf, T)
+    return BlockMask.from_kv_blocks(*_ordered(partial), *_ordered(full), BLOCK_SIZE=FLEX_BLOCK,
+                                    mask_mod=mask_mod, seq_lengths=(T, T))
+
+
+def _tiles(allowed: Tensor, tpf: int, T: int) -> tuple[Tensor, Tensor]:
+    """(partial, full) (n, n) bool over FLEX_BLOCK-token tiles, from the frame mask `allowed`."""
+    table = F.pad(allowed.to(torch.int32).cumsum(0, dtype=torch.int32).cumsum(1, dtype=torch.int32), (1, 0, 1, 0))
+    start = torch.arange(0, T, FLEX_BLOCK, device=allowed.device)
+    end = (start + FLEX_BLOCK).clamp(max=T)
+    lo, hi = start // tpf, (end - 1) // tpf + 1  # the frames a tile overlaps: [lo, hi)
+    inside = table[hi[:, None], hi[None, :]] - table[lo[:, None], hi[None, :]] \
+        - table[hi[:, None], lo[None, :]] + table[lo[:, None], lo[None, :]]
+    area = (hi - lo)[:, None] * (hi - lo)[None, :]
+    # a tile running past T is never full, as in create_block_mask (its padding counts as masked)
+    whole = start + FLEX_BLOCK <= T
+    full = (inside == area) & whole[:, None] & whole[None, :]
+    return (inside > 0) & ~full, full
+
+
+def _ordered(tiles: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, n) bool -> per query tile the count and the indices (first) of its key tiles, (1, 1, ...)."""
+    num = tiles.sum(-1, dtype=torch.int32)
+    idx = torch.argsort(tiles.to(torch.int32), dim=-1, descending=True, stable=True).to(torch.int32)
+    return num[None, None].contiguous(), idx[None, None].contiguous()
 
 
 def flex_attention_packed(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
@@ -308,9 +343,11 @@ def check_backend(name: str) -> None:
                              f"this is torch {torch.__version__}; use 'sdpa'") from e
     if name == "flex":
         try:
-            from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+            from torch.nn.attention.flex_attention import BlockMask, flex_attention  # noqa: F401
+            if "seq_lengths" not in inspect.signature(BlockMask.from_kv_blocks).parameters:
+                raise ImportError("BlockMask.from_kv_blocks takes no seq_lengths")
         except ImportError as e:
-            raise UsageError(f"attention backend 'flex' needs torch>=2.5 with FlexAttention, "
+            raise UsageError(f"attention backend 'flex' needs torch>=2.6 with FlexAttention, "
                                f"this is torch {torch.__version__}; use 'sdpa'") from e
 
 

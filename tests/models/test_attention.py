@@ -177,3 +177,46 @@ def test_varlen_calls_flash_once_with_the_packed_offsets(monkeypatch):
         ref = attend(q, k, v, layout(lengths, tpf), "sdpa")
     assert calls == [(torch.bfloat16, torch.int32, [0, 20, 32, 56], 24, 24)]
     torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
+
+
+TILE_CASES = [  # tokens per frame below, near and above the 128-token tile; T not a multiple of it
+    dict(lengths=[6, 3, 9, 1], tpf=65, window=0, causal=False, pad=False),
+    dict(lengths=[16, 5, 11], tpf=65, window=2, causal=False, pad=False),
+    dict(lengths=[7, 4], tpf=257, window=0, causal=True, pad=False),
+    dict(lengths=[40, 12], tpf=5, window=3, causal=True, pad=False),
+    dict(lengths=[10, 8], tpf=128, window=0, causal=False, pad=True),
+    dict(lengths=[9, 9, 2], tpf=33, window=1, causal=False, pad=True),
+]
+
+
+@pytest.mark.parametrize("case", TILE_CASES, ids=str)
+def test_flex_tiles_match_torchs_block_mask(case):
+    """The tile table built from frames equals the one torch builds from every token pair:
+    the same partial and full tiles, so the same kernel work and the same mask."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from flowvid.models.attention import flex_block_mask
+
+    lengths, tpf = case["lengths"], case["tpf"]
+    valid = torch.rand(sum(lengths), generator=torch.Generator().manual_seed(1)) > 0.3 if case["pad"] else None
+    lay = layout(lengths, tpf, case["window"], case["causal"], valid)
+    ours = flex_block_mask(lay, torch.device("cpu"))
+    theirs = create_block_mask(ours.mask_mod, None, None, ours.seq_lengths[0], ours.seq_lengths[1], device="cpu")
+    for a, b in [(ours.kv_num_blocks, theirs.kv_num_blocks), (ours.full_kv_num_blocks, theirs.full_kv_num_blocks)]:
+        assert torch.equal(a, b)
+    assert int(ours.full_kv_num_blocks.sum()) > 0 or case["causal"] or case["pad"]
+    assert torch.equal(ours.to_dense(), theirs.to_dense())
+    # and the token-level mask the kernel applies is the layout's rule
+    dense = torch.block_diag(*[lay.token_mask(lay.frame_mask(p, p, v)) for p, v in (
+        (lay.position[lo:hi], lay.clip_valid(b)) for b, (lo, hi) in enumerate(zip(lay.cu_frames, lay.cu_frames[1:])))])
+    qi = torch.arange(dense.shape[0])
+    assert torch.equal(ours.mask_mod(0, 0, qi[:, None], qi[None, :]), dense)
+
+
+@pytest.mark.parametrize("case", TILE_CASES[:4], ids=str)
+def test_flex_with_full_tiles_equals_reference(case):
+    lengths, tpf = case["lengths"], case["tpf"]
+    q, k, v = (x.float() for x in random_qkv(lengths, tpf))
+    ref = attend(q, k, v, layout(lengths, tpf, case["window"], case["causal"]), "reference")
+    out = attend(q, k, v, layout(lengths, tpf, case["window"], case["causal"]), "flex")
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
