@@ -249,7 +249,7 @@ class TrainConfig:
     label_dropout: float = 0.1  # share of labels replaced by the null label (classifier-free guidance)
     val_times: List[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])  # where on the path
     max_nonfinite_steps: int = 5  # consecutive non-finite losses before the run stops
-    compile: bool = False  # torch.compile each transformer block (GPU training)
+    compile: bool = False  # torch.compile each block's work around attention (GPU training)
     checkpoint_every: int = 1000  # steps between checkpoints (last.ckpt is always the newest)
     preview_clips: int = 2  # clips sampled with the EMA weights at each validation, as GIFs in the run folder
     preview_steps: int = 20

@@ -106,7 +106,7 @@ def _run_one(preset: str, backend: str, compiled: bool, args) -> dict:
     model = SpatioTemporalDiT(cfg).to(args.device).train()
     if compiled:
         for blk in model.blocks:
-            blk.compile()
+            blk.compile_around_attention()  # as train.compile does
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.device == "cuda")
     inputs = batch(cfg, args.clips, args.frames, args.device)
     if args.device == "cuda":

@@ -62,16 +62,36 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
         self.ada = nn.Linear(d, 6 * d)
         self.backend = getattr(cfg.attention.backend, "value", cfg.attention.backend)
+        self.compiled = None  # (before, after) attention, once compile_around_attention ran
 
     def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, layout: PackedLayout) -> Tensor:
+        before, after = self.compiled or (self.before_attention, self.after_attention)
+        q, k, v, rest = before(x, c, cos, sin)
+        a = attend(q, k, v, layout, self.backend)
+        return after(x, a, *rest)
+
+    def before_attention(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor):
         m, n, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # each (M, D)
         h = modulate(self.norm1(x), shift1, scale1)
         q, k, v = self.qkv(h).view(m * n, 3, self.heads, d // self.heads).unbind(1)  # (T, H, Dh) each
         q, k = Rope3D.apply(self.q_norm(q), cos, sin), Rope3D.apply(self.k_norm(k), cos, sin)
-        a = attend(q, k, v, layout, self.backend).reshape(m, n, d)  # (M, N+1, D)
-        x = x + gate1[:, None] * self.proj(a)
+        return q, k, v, (gate1, shift2, scale2, gate2)
+
+    def after_attention(self, x: Tensor, a: Tensor, gate1: Tensor, shift2: Tensor, scale2: Tensor,
+                        gate2: Tensor) -> Tensor:
+        x = x + gate1[:, None] * self.proj(a.reshape(x.shape))  # a: (T, H, Dh) -> (M, N+1, D)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+    def compile_around_attention(self) -> None:
+        """torch.compile the work before and after attention (norms, modulation, projections,
+        rotary positions, MLP), which eager mode runs as many small memory-bound kernels.
+
+        Attention stays outside the compiled graphs: tracing it, dynamo guards on the packed
+        layout (the clips' lengths), which changes with every insertion batch; each new one then
+        recompiled the block, and after torch's recompile limit (8) the block silently ran eager.
+        The attention kernels are fused already (flex compiles its own)."""
+        self.compiled = (torch.compile(self.before_attention), torch.compile(self.after_attention))
 
 
 class SpatioTemporalDiT(nn.Module):

@@ -85,7 +85,7 @@ class FlowceptionModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.cfg.train.compile:
             for blk in self.model.blocks:
-                blk.compile()
+                blk.compile_around_attention()
         if isinstance(self.trainer.strategy, FSDPStrategy) and not isinstance(self.model, FSDP):
             self.shard_networks(self.trainer.strategy)
 

@@ -210,3 +210,35 @@ def test_padding_with_a_window_keeps_real_frames_finite_and_exact():
     assert torch.isfinite(out.velocity).all()
     alone = run(model, x[:3], t[:3], pos[:3], torch.tensor([0, 3]))
     torch.testing.assert_close(out.velocity[:3], alone.velocity, atol=1e-5, rtol=1e-4)
+
+
+def test_compiled_blocks_follow_changing_layouts_without_recompiling_each():
+    """Insertion batches give every step other clip lengths. Compiled blocks must keep up:
+    compiled once or twice, not once per layout (past torch's limit they would silently run
+    eager), and equal to the eager model in outputs and gradients."""
+    import copy
+
+    import torch._dynamo
+
+    cfg = tiny_cfg("model.depth=2")
+    eager = randomized(cfg).train()
+    compiled = copy.deepcopy(eager)
+    for blk in compiled.blocks:
+        blk.compile_around_attention()
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    with torch._dynamo.config.patch(recompile_limit=4, fail_on_recompile_limit_hit=True):
+        for step in range(8):
+            lengths = torch.randint(1, 9, (3,), generator=g).tolist()
+            inputs = packed_inputs(lengths, cfg, seed=step)
+            grads = []
+            for model in (eager, compiled):
+                model.zero_grad()
+                out = model(*inputs)
+                (out.velocity.square().mean() + out.rate.mean()).backward()
+                grads.append([p.grad for p in model.parameters()])
+                if model is eager:
+                    want = out
+            torch.testing.assert_close(out.velocity, want.velocity, atol=1e-5, rtol=1e-4)
+            for a, b in zip(*grads):
+                torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
