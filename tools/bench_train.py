@@ -6,7 +6,8 @@ training steps (forward, backward, AdamW, EMA) and reports clips/s, tokens/s and
 over full-sequence training, next to the cost ratio the steps allowed: forward FLOPs of the
 steps' clips at full length over those of the frames they really showed (flowvid.models.flops).
 Efficiency = measured speed-up / allowed ratio (target >= 0.9); the token ratio (full frames
-over visible frames) is shown too, since on CPU step time follows tokens more than FLOPs.
+over visible frames) is shown too, since on CPU step time follows tokens more than FLOPs. With
+--compile, steps after warm-up during which torch.compile compiled a graph are left out (and counted).
 
     python tools/bench_train.py [--steps 16] [--warmup 4] [--rounds 2] [--patch 4] [--clips 8]
 
@@ -29,6 +30,7 @@ import warnings
 import lightning as L
 import numpy as np
 import torch
+from torch._dynamo.utils import counters
 
 from flowvid.config import load_config
 from flowvid.data.module import VideoDataModule
@@ -47,16 +49,25 @@ SETTINGS = {
 
 
 class StepTimer(L.Callback):
+    """Step times, and whether torch.compile compiled a graph during each step (compiled blocks
+    compile again when batch shapes cross a size threshold, which can happen after warm-up)."""
+
     def __init__(self):
-        self.times, self.tokens, self._t0 = [], [], 0.0
+        self.times, self.compiled, self._t0, self._graphs = [], [], 0.0, 0
 
     def on_train_batch_start(self, trainer, module, batch, idx):
         sync()
+        self._graphs = compiled_graphs()
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, idx):
         sync()
         self.times.append(time.perf_counter() - self._t0)
+        self.compiled.append(compiled_graphs() != self._graphs)
+
+
+def compiled_graphs() -> int:
+    return counters["stats"]["unique_graphs"]
 
 
 def tokens_per_frame(args) -> int:
@@ -66,9 +77,8 @@ def tokens_per_frame(args) -> int:
 def config(extra: list[str], args):
     files = ["configs/base.yaml"] + ([f"configs/model/{args.preset}.yaml"] if args.preset else [])
     model = [] if args.preset else ["model.dim=128", "model.depth=4", "model.heads=4"]
-    device = (["trainer.accelerator=gpu", "trainer.devices=1", "trainer.precision=bf16-mixed",
-               f"train.compile={str(args.compile).lower()}", "data.num_workers=8"] if args.gpu
-              else ["trainer.accelerator=cpu"])
+    device = (["trainer.accelerator=gpu", "trainer.devices=1", "trainer.precision=bf16-mixed", "data.num_workers=8"]
+              if args.gpu else ["trainer.accelerator=cpu"]) + [f"train.compile={str(args.compile).lower()}"]
     return load_config(files, [
         *model, *device, f"model.attention.backend={args.backend}", f"model.height={args.size}",
         f"model.width={args.size}", f"model.patch_size={args.patch}", f"data.height={args.size}",
@@ -84,10 +94,11 @@ def allowed_ratio(cfg, lengths: list[list[int]]) -> float:
     return full / sum(forward_flops(cfg.model, m) for step in lengths for m in step)
 
 
-def measure(cfg, warmup: int) -> tuple[float, list[list[int]]]:
-    """(mean step seconds, visible frames of each clip of each step) over the steps after warm-up.
-    The mean, not the median: the allowed ratio sums the same steps' FLOPs, and step costs are skewed.
-    A step is timed from its batch's arrival to the end of the optimizer step and EMA: loading is not in it."""
+def measure(cfg, warmup: int) -> tuple[float, list[list[int]], int]:
+    """(mean step seconds, visible frames of each clip of each step, steps left out) over the steps
+    after warm-up that compiled nothing. The mean, not the median: the allowed ratio sums the same
+    steps' FLOPs, and step costs are skewed. A step is timed from its batch's arrival to the end of
+    the optimizer step and EMA: loading is not in it."""
     L.seed_everything(cfg.seed, verbose=False)
     module, timer = FlowceptionModule(cfg), StepTimer()
     visible = []
@@ -104,7 +115,8 @@ def measure(cfg, warmup: int) -> tuple[float, list[list[int]]]:
               precision=t.get("precision", "32-true"), logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
               use_distributed_sampler=False).fit(module, datamodule=VideoDataModule(cfg))
-    return statistics.mean(timer.times[warmup:]), visible[warmup:]
+    kept = [i for i in range(warmup, len(timer.times)) if not timer.compiled[i]]
+    return statistics.mean(timer.times[i] for i in kept), [visible[i] for i in kept], len(timer.times) - warmup - len(kept)
 
 
 def main() -> None:
@@ -136,7 +148,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, extra in SETTINGS.items():
             cfg = config(extra, args)
-            t, lengths = measure(cfg, args.warmup)
+            t, lengths, left_out = measure(cfg, args.warmup)
+            if left_out:
+                print(f"{name}: {left_out} step(s) after warm-up compiled and are left out", flush=True)
             if name not in rows or t < rows[name][0][0]:
                 rows[name] = ((t, lengths), cfg)
     (base_t, _), _ = rows["full sequence"]
