@@ -116,6 +116,8 @@ def measure(cfg, warmup: int) -> tuple[float, list[list[int]], int]:
               enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
               use_distributed_sampler=False).fit(module, datamodule=VideoDataModule(cfg))
     kept = [i for i in range(warmup, len(timer.times)) if not timer.compiled[i]]
+    if not kept:
+        raise SystemExit(f"every step after the {warmup} warm-up steps compiled a graph: raise --steps or --warmup")
     return statistics.mean(timer.times[i] for i in kept), [visible[i] for i in kept], len(timer.times) - warmup - len(kept)
 
 

@@ -3,7 +3,7 @@
 # the gpu-marked tests (bf16-mixed training through the trainer with sdpa/flex and FSDP, GPU
 # attention backends against each other, the sampling tools on the GPU), then training
 # throughput and MFU through the real trainer (tools/bench_train.py) for the B preset in bf16
-# with each attention backend, and compiled (at most 8 files come back from a lent device).
+# with each attention backend, and compiled.
 # The parts run in order of importance within one time budget (BUDGET seconds, default 540);
 # each has its own cap and writes its output under $OUT (default gpu_results/) as it goes, so a
 # part that runs out of time still leaves the others.
@@ -21,19 +21,26 @@ export PYTHONUNBUFFERED=1
 # at most $1 seconds, and never past the deadline
 limit() { local left=$((deadline - SECONDS)); echo $(( left < $1 ? left : $1 )); }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/device.txt"
-"$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/device.txt"
+# the device first, in the tests' file: at most 8 files come back from a lent device
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/test_gpu.txt"
+"$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/test_gpu.txt"
 "$py" -c "from flowvid.models.attention import check_xformers; check_xformers(); import xformers; print('xformers', xformers.__version__)" \
-    2>&1 | tail -n 1 | tee -a "$out/device.txt"
+    2>&1 | tail -n 1 | tee -a "$out/test_gpu.txt"
+has_xformers=$(grep -c "^xformers " "$out/test_gpu.txt")
 
-timeout "$(limit 240)" "$py" -m pytest -q -m gpu -p no:cacheprovider -rs 2>&1 | tee "$out/test_gpu.txt"
+timeout "$(limit 240)" "$py" -m pytest -q -m gpu -p no:cacheprovider -rs 2>&1 | tee -a "$out/test_gpu.txt"
 
 bench=(--gpu --preset B --size 64 --patch 4 --clips 8 --steps 12 --warmup 4 --rounds 1)
+run_part() {  # file, cap, command...: the command, if more than 20 s are left
+    local file=$1 cap=$2
+    shift 2
+    [ "$(limit "$cap")" -gt 20 ] || { echo "no time left" | tee "$out/$file"; return; }
+    timeout "$(limit "$cap")" "$@" 2>&1 | tee "$out/$file"
+}
 run_bench() {  # name, cap, args...
     local name=$1 cap=$2
     shift 2
-    [ "$(limit "$cap")" -gt 20 ] || { echo "$name: no time left" | tee "$out/train_B_$name.txt"; return; }
-    timeout "$(limit "$cap")" "$py" tools/bench_train.py "${bench[@]}" "$@" 2>&1 | tee "$out/train_B_$name.txt"
+    run_part "train_B_$name.txt" "$cap" "$py" tools/bench_train.py "${bench[@]}" "$@"
 }
 # Most wanted first: varlen has never run on a GPU; compiled blocks (split at attention) are what
 # GPU training should use; the eager sdpa and flex figures exist from an earlier pass.
@@ -42,8 +49,8 @@ run_bench varlen 120 --backend varlen
 run_bench sdpa_compiled 180 --backend sdpa --compile --steps 20 --warmup 8
 run_bench flex_compiled 180 --backend flex --compile --steps 20 --warmup 8
 run_bench varlen_compiled 150 --backend varlen --compile --steps 20 --warmup 8
-timeout "$(limit 60)" "$py" tools/bench_flex_mask.py --gpu --reps 3 2>&1 | tee "$out/flex_mask.txt"
+run_part flex_mask.txt 60 "$py" tools/bench_flex_mask.py --gpu --reps 3
 run_bench flex 150 --backend flex
-if grep -q "^xformers " "$out/device.txt"; then
+if [ "$has_xformers" -gt 0 ]; then
     run_bench xformers 120 --backend xformers
 fi

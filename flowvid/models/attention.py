@@ -291,7 +291,9 @@ def flex_block_mask(layout: PackedLayout, device: torch.device):
 
 def _tiles(allowed: Tensor, tpf: int, T: int) -> tuple[Tensor, Tensor]:
     """(partial, full) (n, n) bool over FLEX_BLOCK-token tiles, from the frame mask `allowed`."""
-    table = F.pad(allowed.to(torch.int32).cumsum(0, dtype=torch.int32).cumsum(1, dtype=torch.int32), (1, 0, 1, 0))
+    n = allowed.shape[0]
+    dtype = torch.int32 if n * n < 2**31 else torch.int64  # counts of allowed frame pairs
+    table = F.pad(allowed.to(dtype).cumsum(0, dtype=dtype).cumsum(1, dtype=dtype), (1, 0, 1, 0))
     start = torch.arange(0, T, FLEX_BLOCK, device=allowed.device)
     end = (start + FLEX_BLOCK).clamp(max=T)
     lo, hi = start // tpf, (end - 1) // tpf + 1  # the frames a tile overlaps: [lo, hi)

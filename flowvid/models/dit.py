@@ -11,8 +11,10 @@ A DiT (Peebles & Xie 2023) over all tokens of a clip:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -62,13 +64,13 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
         self.ada = nn.Linear(d, 6 * d)
         self.backend = getattr(cfg.attention.backend, "value", cfg.attention.backend)
-        self.compiled = None  # (before, after) attention, once compile_around_attention ran
+        self.compiled = False  # set by compile_around_attention
 
     def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, layout: PackedLayout) -> Tensor:
-        before, after = self.compiled or (self.before_attention, self.after_attention)
-        q, k, v, rest = before(x, c, cos, sin)
+        before, after = compiled_parts() if self.compiled else (Block.before_attention, Block.after_attention)
+        q, k, v, rest = before(self, x, c, cos, sin)
         a = attend(q, k, v, layout, self.backend)
-        return after(x, a, *rest)
+        return after(self, x, a, *rest)
 
     def before_attention(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor):
         m, n, d = x.shape
@@ -89,9 +91,17 @@ class Block(nn.Module):
 
         Attention stays outside the compiled graphs: tracing it, dynamo guards on the packed
         layout (the clips' lengths), which changes with every insertion batch; each new one then
-        recompiled the block, and after torch's recompile limit (8) the block silently ran eager.
-        The attention kernels are fused already (flex compiles its own)."""
-        self.compiled = (torch.compile(self.before_attention), torch.compile(self.after_attention))
+        recompiled the block, and after torch's recompile limit (8) the block ran eager, with one
+        warning in the log. The attention kernels are fused already (flex compiles its own)."""
+        self.compiled = True
+
+
+@functools.cache
+def compiled_parts() -> tuple[Callable, Callable]:
+    """Block.before_attention and Block.after_attention compiled, shared by every block (dynamo
+    reuses their graphs across blocks of the same shapes). Compiled as plain functions of the
+    block, not bound to one: a copied model (deepcopy, pickle) then computes with its own weights."""
+    return torch.compile(Block.before_attention), torch.compile(Block.after_attention)
 
 
 class SpatioTemporalDiT(nn.Module):

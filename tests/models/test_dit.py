@@ -226,6 +226,7 @@ def test_compiled_blocks_follow_changing_layouts_without_recompiling_each():
     for blk in compiled.blocks:
         blk.compile_around_attention()
     torch._dynamo.reset()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     g = torch.Generator().manual_seed(0)
     with torch._dynamo.config.patch(recompile_limit=4, fail_on_recompile_limit_hit=True):
         for step in range(8):
@@ -242,3 +243,14 @@ def test_compiled_blocks_follow_changing_layouts_without_recompiling_each():
             torch.testing.assert_close(out.velocity, want.velocity, atol=1e-5, rtol=1e-4)
             for a, b in zip(*grads):
                 torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # it did compile
+    # a copy of a compiled model computes with its own weights
+    copied = copy.deepcopy(compiled)
+    with torch.no_grad():
+        for p in copied.blocks.parameters():
+            p.mul_(0.5)
+        inputs = packed_inputs([4, 3], cfg)
+        changed = copied(*inputs).velocity
+        assert not torch.allclose(changed, compiled(*inputs).velocity)
+        eager.load_state_dict(copied.state_dict())
+        torch.testing.assert_close(changed, eager(*inputs).velocity, atol=1e-5, rtol=1e-4)
