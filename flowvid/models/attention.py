@@ -125,22 +125,22 @@ def _equal_length_groups(layout: PackedLayout) -> dict[int, list[int]]:
     return groups
 
 
-def _grouped(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, out: Tensor, clips: list[int],
-             key_padding: bool = False) -> None:
-    """Clips of one length in one batched SDPA call; with key_padding, padding frames are masked."""
-    spans = [layout.tokens(b) for b in clips]
+def _grouped(qs: tuple[Tensor, ...], ks: tuple[Tensor, ...], vs: tuple[Tensor, ...], layout: PackedLayout,
+             outs: list, clips: list[int], key_padding: bool = False) -> None:
+    """Clips of one length in one batched SDPA call; with key_padding, padding frames are masked.
+    qs, ks, vs: every clip's tokens, (L_b, H, Dh) each; the outputs go to outs[b]."""
     mask = None
     if key_padding:
         keep = torch.stack([layout.clip_valid(b).repeat_interleave(layout.tokens_per_frame) for b in clips])  # (G, L)
         mask = keep[:, None, None, :]
-    if len(spans) == 1 and mask is None:
-        lo, hi = spans[0]
-        out[lo:hi] = _sdpa(q[lo:hi], k[lo:hi], v[lo:hi])
+    if len(clips) == 1 and mask is None:
+        b = clips[0]
+        outs[b] = _sdpa(qs[b], ks[b], vs[b])
         return
-    qs, ks, vs = (torch.stack([x[lo:hi] for lo, hi in spans]).transpose(1, 2) for x in (q, k, v))  # (G, H, L, Dh)
-    o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask).transpose(1, 2)  # (G, L, H, Dh)
-    for (lo, hi), ob in zip(spans, o):
-        out[lo:hi] = ob
+    q, k, v = (torch.stack([xs[b] for b in clips]).transpose(1, 2) for xs in (qs, ks, vs))  # (G, H, L, Dh)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)  # (G, L, H, Dh)
+    for b, ob in zip(clips, o.unbind(0)):
+        outs[b] = ob
 
 
 def _local_mask(layout: PackedLayout, b: int, q_frames: tuple[int, int], k_frames: tuple[int, int]) -> Tensor:
@@ -170,28 +170,38 @@ def _local_clip(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -
     if n_frames <= 2 * w + 1:  # one block covers the clip
         return _sdpa(q, k, v, _local_mask(layout, b, (0, n_frames), (0, n_frames)))
     tpf = layout.tokens_per_frame
-    out = torch.empty_like(q)
-    for a in range(0, n_frames, w):
+    outs = []
+    for a, qa in zip(range(0, n_frames, w), q.split(w * tpf)):
         e = min(a + w, n_frames)
         ka, kb = max(0, a - w), min(n_frames, e + right)
         mask = _local_mask(layout, b, (a, e), (ka, kb))
-        out[a * tpf:e * tpf] = _sdpa(q[a * tpf:e * tpf], k[ka * tpf:kb * tpf], v[ka * tpf:kb * tpf], mask)
-    return out
+        outs.append(_sdpa(qa, k[ka * tpf:kb * tpf], v[ka * tpf:kb * tpf], mask))
+    return torch.cat(outs)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
-    out = torch.empty_like(q)
-    for clips in _equal_length_groups(layout).values():
+    """Per group of equal-length clips one batched call. The clips are cut apart with split and
+    joined with cat, whose backward passes are one kernel each: slicing q, k, v per clip and
+    writing into slices of an output made the backward build a full-size gradient per clip."""
+    B, groups = layout.num_clips, _equal_length_groups(layout)
+    if len(groups) == 1 and not layout.limited:  # all clips alike (e.g. full sequences): views only
+        (n_frames,) = groups
+        L = n_frames * layout.tokens_per_frame
+        q4, k4, v4 = (x.view(B, L, *x.shape[1:]).transpose(1, 2) for x in (q, k, v))  # (B, H, L, Dh)
+        return F.scaled_dot_product_attention(q4, k4, v4).transpose(1, 2).reshape(q.shape)
+    sizes = [hi - lo for lo, hi in (layout.tokens(b) for b in range(B))]
+    qs, ks, vs = q.split(sizes), k.split(sizes), v.split(sizes)
+    outs: list[Tensor | None] = [None] * B
+    for clips in groups.values():
         masked = [b for b in clips if layout.needs_mask(b)]
         if len(masked) < len(clips):
-            _grouped(q, k, v, layout, out, [b for b in clips if b not in masked])
+            _grouped(qs, ks, vs, layout, outs, [b for b in clips if b not in masked])
         if masked and layout.valid is not None and not layout.causal and layout.window == 0:
-            _grouped(q, k, v, layout, out, masked, key_padding=True)
+            _grouped(qs, ks, vs, layout, outs, masked, key_padding=True)
             continue
         for b in masked:
-            lo, hi = layout.tokens(b)
-            out[lo:hi] = _local_clip(q[lo:hi], k[lo:hi], v[lo:hi], b, layout)
-    return out
+            outs[b] = _local_clip(qs[b], ks[b], vs[b], b, layout)
+    return torch.cat(outs) if B > 1 else outs[0]
 
 
 # -- xformers -------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ class Rope3D(torch.nn.Module):
     def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Rotate channel pairs (i, i + R/2) of x (T, H, Dh) by the angles; the rest pass through."""
         half = cos.shape[-1]
-        x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+        # split, not three slices: its backward is one cat, a slice's a full-size gradient each
+        x1, x2, rest = x.split([half, half, x.shape[-1] - 2 * half], dim=-1)
         xf1, xf2 = x1.float(), x2.float()
         out = torch.cat([xf1 * cos - xf2 * sin, xf2 * cos + xf1 * sin], dim=-1).to(x.dtype)
         return torch.cat([out, rest], dim=-1)
