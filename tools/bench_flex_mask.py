@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true", help="build on the CUDA device (adds the B preset shapes)")
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device; none is visible here")
     device = torch.device("cuda" if args.gpu else "cpu")
     name = torch.cuda.get_device_name() if args.gpu else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"{name}, torch {torch.__version__}\n")
