@@ -166,17 +166,52 @@ def _local_clip(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -
     """
     n_frames = layout.frames(b)[1] - layout.frames(b)[0]
     w = layout.window if layout.window > 0 else n_frames
-    right = 0 if layout.causal else w
     if n_frames <= 2 * w + 1:  # one block covers the clip
         return _sdpa(q, k, v, _local_mask(layout, b, (0, n_frames), (0, n_frames)))
-    tpf = layout.tokens_per_frame
-    outs = []
-    for a, qa in zip(range(0, n_frames, w), q.split(w * tpf)):
-        e = min(a + w, n_frames)
-        ka, kb = max(0, a - w), min(n_frames, e + right)
-        mask = _local_mask(layout, b, (a, e), (ka, kb))
-        outs.append(_sdpa(qa, k[ka * tpf:kb * tpf], v[ka * tpf:kb * tpf], mask))
-    return torch.cat(outs)
+    return _blocked_local(q, k, v, b, layout)
+
+
+def _blocked_local(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -> Tensor:
+    """All query blocks of a clip in one batched call: block i (frames [iW, iW + W)) against its
+    key window, frames [iW - W, iW + 2W) (causal: [iW - W, iW + W)), gathered by index. Window
+    frames outside the clip are masked; so are the last block's padding queries' outputs dropped.
+    The gather's backward is one scatter-add into k and v (slicing per block made it allocate a
+    full-size gradient per block: quadratic in the clip length)."""
+    n, w, tpf = layout.frames(b)[1] - layout.frames(b)[0], layout.window, layout.tokens_per_frame
+    blocks, span = -(-n // w), (2 if layout.causal else 3) * w
+    key_frame = torch.arange(blocks, device=q.device)[:, None] * w - w + torch.arange(span, device=q.device)  # (nb, span)
+    inside = (key_frame >= 0) & (key_frame < n)
+    index = key_frame.clamp(0, n - 1)
+    qb = F.pad(q, (0, 0, 0, 0, 0, (blocks * w - n) * tpf)).view(blocks, w * tpf, *q.shape[1:])
+    kb, vb = (x.view(n, tpf, *x.shape[1:])[index].reshape(blocks, span * tpf, *x.shape[1:]) for x in (k, v))
+    mask = _blocked_mask(layout, b, key_frame, inside)
+    o = F.scaled_dot_product_attention(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2), attn_mask=mask)
+    return o.transpose(1, 2).reshape(blocks * w * tpf, *q.shape[1:])[:n * tpf]
+
+
+def _blocked_mask(layout: PackedLayout, b: int, key_frame: Tensor, inside: Tensor) -> Tensor:
+    """(nb, 1, W * tpf, span * tpf) token mask for _blocked_local, built once per forward."""
+    lo, hi = layout.frames(b)
+    valid = layout.clip_valid(b)
+    key = ("blocked", hi - lo) if valid is None else ("blocked", b)
+    mask = layout.cache.get(key)
+    if mask is None:
+        n, w = hi - lo, layout.window
+        query_frame = key_frame[:, w:2 * w]  # (nb, W): the block's own frames
+        pos = layout.position[lo:hi]
+        real = query_frame < n
+        qpos = torch.where(real, pos[query_frame.clamp(max=n - 1)], -1)
+        kpos = pos[key_frame.clamp(0, n - 1)]
+        d = qpos[:, :, None] - kpos[:, None, :]  # (nb, W, span)
+        ok = inside[:, None, :] & (True if valid is None else valid[key_frame.clamp(0, n - 1)][:, None, :])
+        ok = ok & (d.abs() <= w)
+        if layout.causal:
+            ok = ok & (d >= 0)
+        ok = ok | (inside[:, None, :] & (d == 0))  # a frame always sees itself
+        ok = ok | ~real[:, :, None]  # padding queries (dropped) see everything: no empty rows
+        t = layout.tokens_per_frame
+        mask = layout.cache[key] = ok.repeat_interleave(t, 1).repeat_interleave(t, 2)[:, None]
+    return mask
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
