@@ -168,29 +168,58 @@ def _local_clip(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -
     w = layout.window if layout.window > 0 else n_frames
     if n_frames <= 2 * w + 1:  # one block covers the clip
         return _sdpa(q, k, v, _local_mask(layout, b, (0, n_frames), (0, n_frames)))
-    return _blocked_local(q, k, v, b, layout)
+    span = (2 if layout.causal else 3) * w
+    per_call = LOCAL_CALL_ELEMENTS // (w * span * layout.tokens_per_frame ** 2)
+    if per_call <= 1:
+        return _local_by_block(q, k, v, b, layout)
+    return _local_gathered(q, k, v, b, layout, per_call)
 
 
-def _blocked_local(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -> Tensor:
-    """All query blocks of a clip in one batched call: block i (frames [iW, iW + W)) against its
-    key window, frames [iW - W, iW + 2W) (causal: [iW - W, iW + W)), gathered by index. Window
-    frames outside the clip are masked; so are the last block's padding queries' outputs dropped.
-    The gather's backward is one scatter-add into k and v (slicing per block made it allocate a
-    full-size gradient per block: quadratic in the clip length)."""
+LOCAL_CALL_ELEMENTS = 2**22  # mask entries in one windowed call that gathers several blocks
+
+
+def _local_by_block(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -> Tensor:
+    """Large blocks (W frames of many tokens): one call per block on views of its key window.
+    Each view's backward allocates a clip-size gradient, small next to the block's attention
+    here; gathered windows would be copies saved for the backward, 3x the size of k and v."""
+    n_frames, w, tpf = layout.frames(b)[1] - layout.frames(b)[0], layout.window, layout.tokens_per_frame
+    right = 0 if layout.causal else w
+    outs = []
+    for a, qa in zip(range(0, n_frames, w), q.split(w * tpf)):
+        e = min(a + w, n_frames)
+        ka, kb = max(0, a - w), min(n_frames, e + right)
+        outs.append(_sdpa(qa, k[ka * tpf:kb * tpf], v[ka * tpf:kb * tpf], _local_mask(layout, b, (a, e), (ka, kb))))
+    return torch.cat(outs)
+
+
+def _local_gathered(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout, per_call: int) -> Tensor:
+    """Small blocks: `per_call` blocks to a call, block i (frames [iW, iW + W)) against its key
+    window, frames [iW - W, iW + 2W) (causal: [iW - W, iW + W)), gathered by index from k and v
+    padded with masked zero frames (positions are consecutive within a clip); the last block's
+    padding queries are dropped. One call per block was dominated by launches, and its slices
+    made the backward allocate a clip-size gradient per block: quadratic in the clip length;
+    a gather's backward is one scatter-add."""
     n, w, tpf = layout.frames(b)[1] - layout.frames(b)[0], layout.window, layout.tokens_per_frame
     blocks, span = -(-n // w), (2 if layout.causal else 3) * w
     key_frame = torch.arange(blocks, device=q.device)[:, None] * w - w + torch.arange(span, device=q.device)  # (nb, span)
-    inside = (key_frame >= 0) & (key_frame < n)
-    index = key_frame.clamp(0, n - 1)
-    qb = F.pad(q, (0, 0, 0, 0, 0, (blocks * w - n) * tpf)).view(blocks, w * tpf, *q.shape[1:])
-    kb, vb = (x.view(n, tpf, *x.shape[1:])[index].reshape(blocks, span * tpf, *x.shape[1:]) for x in (k, v))
-    mask = _blocked_mask(layout, b, key_frame, inside)
-    o = F.scaled_dot_product_attention(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2), attn_mask=mask)
-    return o.transpose(1, 2).reshape(blocks * w * tpf, *q.shape[1:])[:n * tpf]
+    mask = _blocked_mask(layout, b, key_frame, (key_frame >= 0) & (key_frame < n))  # (nb, 1, W tpf, span tpf)
+    heads = q.shape[1:]
+    right = (blocks - 2) * w + span - n  # frames the last window reaches past the clip
+    kp, vp = (F.pad(x.view(n, tpf, *heads), (0, 0, 0, 0, 0, 0, w, right)) for x in (k, v))  # frame j at j + W
+    outs = []
+    for i, qc in zip(range(0, blocks, per_call), q.split(per_call * w * tpf)):
+        rows = key_frame[i:i + per_call] + w
+        c = len(rows)
+        if len(qc) < c * w * tpf:  # the last block's padding queries
+            qc = F.pad(qc, (0, 0, 0, 0, 0, c * w * tpf - len(qc)))
+        kc, vc = (x[rows].reshape(c, span * tpf, *heads).transpose(1, 2) for x in (kp, vp))
+        o = F.scaled_dot_product_attention(qc.view(c, w * tpf, *heads).transpose(1, 2), kc, vc, attn_mask=mask[i:i + c])
+        outs.append(o.transpose(1, 2).reshape(-1, *heads))
+    return torch.cat(outs)[:n * tpf]
 
 
 def _blocked_mask(layout: PackedLayout, b: int, key_frame: Tensor, inside: Tensor) -> Tensor:
-    """(nb, 1, W * tpf, span * tpf) token mask for _blocked_local, built once per forward."""
+    """(nb, 1, W * tpf, span * tpf) token mask for _local_gathered, built once per forward."""
     lo, hi = layout.frames(b)
     valid = layout.clip_valid(b)
     key = ("blocked", hi - lo) if valid is None else ("blocked", b)
@@ -236,7 +265,7 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Ten
             continue
         for b in masked:
             outs[b] = _local_clip(qs[b], ks[b], vs[b], b, layout)
-    return torch.cat(outs) if B > 1 else outs[0]
+    return torch.cat(outs) if B > 1 else outs[0].contiguous()
 
 
 # -- xformers -------------------------------------------------------------------------------

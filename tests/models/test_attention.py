@@ -227,3 +227,26 @@ def test_compiled_flex_with_frame_built_tiles_equals_reference():
     out = torch.compile(flex_attention, dynamic=False)(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=mask)
     ref = attend(q, k, v, layout(lengths, tpf), "reference")
     torch.testing.assert_close(out[0].transpose(0, 1), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("per_call", [0, 3, None], ids=["one block per call", "3 blocks per call", "default"])
+@pytest.mark.parametrize("window,causal,pad", [(2, False, False), (1, True, False), (3, True, True), (2, False, True)])
+def test_windowed_paths_equal_reference_with_gradients(monkeypatch, per_call, window, causal, pad):
+    """Large blocks run one call per block on views, small ones several to a call on gathered
+    windows; both give the reference's outputs and gradients."""
+    from flowvid.models import attention
+
+    lengths, tpf = [23, 9, 16], 3
+    if per_call is not None:
+        span = (2 if causal else 3) * window
+        monkeypatch.setattr(attention, "LOCAL_CALL_ELEMENTS", per_call * window * span * tpf ** 2)
+    valid = torch.rand(sum(lengths), generator=torch.Generator().manual_seed(2)) > 0.25 if pad else None
+    results = []
+    for backend in ("reference", "sdpa"):
+        q, k, v = (x.requires_grad_() for x in random_qkv(lengths, tpf, seed=3))
+        out = attend(q, k, v, layout(lengths, tpf, window, causal, valid), backend)
+        keep = torch.ones(len(out), dtype=torch.bool) if valid is None else valid.repeat_interleave(tpf)
+        (out[keep] * torch.linspace(-1, 1, out[keep].numel(), dtype=out.dtype).view_as(out[keep])).sum().backward()
+        results.append((out[keep].detach(), q.grad, k.grad, v.grad))
+    for want, got in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-7)
