@@ -1,4 +1,6 @@
 """Training paths that need CUDA (run with `make test-gpu` on a GPU machine)."""
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -9,12 +11,20 @@ from train_helpers import ckpt_params, tiny
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("strategy,backend", [("auto", "sdpa"), ("fsdp", "sdpa"), ("auto", "flex"), ("auto", "varlen")])
-def test_bf16_mixed_training_on_gpu_resumes(tmp_path, strategy, backend):
-    """bf16-mixed (the GPU default) through the trainer, then a resume from its checkpoint."""
+@pytest.mark.parametrize("strategy,backend,compiled", [("auto", "sdpa", False), ("fsdp", "sdpa", False),
+                                                      ("auto", "flex", False), ("auto", "varlen", False),
+                                                      ("auto", "sdpa", True)])
+def test_bf16_mixed_training_on_gpu_resumes(tmp_path, strategy, backend, compiled):
+    """bf16-mixed (the GPU default) through the trainer, then a resume from its checkpoint. Compiled
+    blocks must not recompile per insertion batch (the limit is lowered and made an error)."""
+    import torch._dynamo
+
     opts = ["trainer.accelerator=gpu", "trainer.devices=1", f"trainer.strategy={strategy}",
-            f"model.attention.backend={backend}", "trainer.limit_val_batches=1", "trainer.val_check_interval=3"]
-    r = train(tiny(*opts, "trainer.max_steps=6"), tmp_path)
+            f"model.attention.backend={backend}", "trainer.limit_val_batches=1", "trainer.val_check_interval=3",
+            f"train.compile={str(compiled).lower()}"]
+    guard = torch._dynamo.config.patch(recompile_limit=4, fail_on_recompile_limit_hit=True) if compiled else nullcontext()
+    with guard:
+        r = train(tiny(*opts, "trainer.max_steps=6"), tmp_path)
     assert r.steps == 6 and r.skipped_steps == 0
     first = ckpt_params(r.last_checkpoint)
     assert all(torch.isfinite(v).all() for v in first.values())

@@ -198,3 +198,24 @@ def test_fsdp_refuses_optimizer_states_its_loader_would_misread(tmp_path):
         check_fsdp_can_resume(tmp_path / "old.ckpt", {"optimizer_states": [old]})
     with pytest.raises(ConfigError, match="no optimizer state yet"):
         check_fsdp_can_resume(tmp_path / "fresh.ckpt", {"optimizer_states": [{**new, "state": {}}]})
+
+
+def test_compiled_blocks_train_like_eager_without_recompiling_per_batch(tmp_path):
+    """train.compile=true through the trainer: insertion batches change shape every step; the
+    blocks must not recompile for each (the limit is lowered and made an error) and must train
+    to the eager run's weights."""
+    import torch._dynamo
+
+    from train_helpers import assert_same_params
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    runs = {}
+    for compiled in (False, True):
+        cfg = tiny(f"train.compile={str(compiled).lower()}", "trainer.max_steps=10", "trainer.limit_val_batches=0")
+        with torch._dynamo.config.patch(recompile_limit=4, fail_on_recompile_limit_hit=True):
+            r = train(cfg, tmp_path / str(compiled))
+        assert r.steps == 10 and r.skipped_steps == 0
+        runs[compiled] = ckpt_params(r.last_checkpoint)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0, "the compiled run compiled"
+    assert_same_params(runs[True], runs[False], atol=1e-4)
