@@ -158,6 +158,9 @@ def _local_mask(layout: PackedLayout, b: int, q_frames: tuple[int, int], k_frame
     return mask
 
 
+LOCAL_CALL_ELEMENTS = 2**22  # mask entries in one windowed call that gathers several blocks
+
+
 def _local_clip(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -> Tensor:
     """Windowed/causal attention for clip b by query blocks of `window` frames.
 
@@ -173,9 +176,6 @@ def _local_clip(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -
     if per_call <= 1:
         return _local_by_block(q, k, v, b, layout)
     return _local_gathered(q, k, v, b, layout, per_call)
-
-
-LOCAL_CALL_ELEMENTS = 2**22  # mask entries in one windowed call that gathers several blocks
 
 
 def _local_by_block(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayout) -> Tensor:
@@ -202,7 +202,7 @@ def _local_gathered(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayou
     n, w, tpf = layout.frames(b)[1] - layout.frames(b)[0], layout.window, layout.tokens_per_frame
     blocks, span = -(-n // w), (2 if layout.causal else 3) * w
     key_frame = torch.arange(blocks, device=q.device)[:, None] * w - w + torch.arange(span, device=q.device)  # (nb, span)
-    mask = _blocked_mask(layout, b, key_frame, (key_frame >= 0) & (key_frame < n))  # (nb, 1, W tpf, span tpf)
+    mask = _gathered_mask(layout, b, key_frame, (key_frame >= 0) & (key_frame < n))  # (nb, 1, W tpf, span tpf)
     heads = q.shape[1:]
     right = (blocks - 2) * w + span - n  # frames the last window reaches past the clip
     kp, vp = (F.pad(x.view(n, tpf, *heads), (0, 0, 0, 0, 0, 0, w, right)) for x in (k, v))  # frame j at j + W
@@ -218,11 +218,11 @@ def _local_gathered(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayou
     return torch.cat(outs)[:n * tpf]
 
 
-def _blocked_mask(layout: PackedLayout, b: int, key_frame: Tensor, inside: Tensor) -> Tensor:
+def _gathered_mask(layout: PackedLayout, b: int, key_frame: Tensor, inside: Tensor) -> Tensor:
     """(nb, 1, W * tpf, span * tpf) token mask for _local_gathered, built once per forward."""
     lo, hi = layout.frames(b)
     valid = layout.clip_valid(b)
-    key = ("blocked", hi - lo) if valid is None else ("blocked", b)
+    key = ("gathered", hi - lo) if valid is None else ("gathered", b)
     mask = layout.cache.get(key)
     if mask is None:
         n, w = hi - lo, layout.window
@@ -251,7 +251,7 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Ten
     if len(groups) == 1 and not layout.limited:  # all clips alike (e.g. full sequences): views only
         (n_frames,) = groups
         L = n_frames * layout.tokens_per_frame
-        q4, k4, v4 = (x.view(B, L, *x.shape[1:]).transpose(1, 2) for x in (q, k, v))  # (B, H, L, Dh)
+        q4, k4, v4 = (x.reshape(B, L, *x.shape[1:]).transpose(1, 2) for x in (q, k, v))  # (B, H, L, Dh), views
         return F.scaled_dot_product_attention(q4, k4, v4).transpose(1, 2).reshape(q.shape)
     sizes = [hi - lo for lo, hi in (layout.tokens(b) for b in range(B))]
     qs, ks, vs = q.split(sizes), k.split(sizes), v.split(sizes)
