@@ -1,7 +1,7 @@
 """What datasets return and what the loader hands the trainer: clips, and clips packed without padding."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -46,6 +46,10 @@ class PackedClips:
     @property
     def lengths(self) -> Tensor:
         return self.cu_seqlens.diff()
+
+    def pin_memory(self) -> "PackedClips":
+        """Called by the DataLoader's pinning thread (pin_memory=True): the frames, in page-locked memory."""
+        return replace(self, frames=self.frames.pin_memory())
 
     def clips(self) -> list[Tensor]:
         """Per-clip views (F_b, C, H, W), the input of InsertionPath.sample_batch."""

@@ -89,6 +89,11 @@ class VideoDataModule(L.LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = build_dataset(self.cfg, split)
 
+    def _to_cuda(self) -> bool:
+        """Batches go to a CUDA device: pin them (in the loader's pinning thread), so that the copy
+        is faster and does not block the host."""
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
     def _world(self) -> tuple[int, int]:
         return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
 
@@ -118,6 +123,7 @@ class VideoDataModule(L.LightningDataModule):
         return torch.utils.data.DataLoader(
             self.datasets[split], batch_sampler=sampler, collate_fn=collate_clips,
             num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers,
+            pin_memory=self._to_cuda(),
             multiprocessing_context=worker_context() if workers > 0 else None,
             worker_init_fn=ignore_stop_signal if workers > 0 else None)
 

@@ -63,3 +63,16 @@ def test_manifest_source_with_worker_processes(tmp_path):
 def test_frames_must_fit_the_model():
     with pytest.raises(ConfigError, match="data.height"):
         VideoDataModule(load_config("configs/tiny.yaml", ["data.height=32"]))
+
+
+@pytest.mark.parametrize("device,pinned", [("cuda", True), ("cpu", False)])
+def test_loaders_pin_batches_only_for_a_cuda_trainer(device, pinned):
+    """Pinning itself needs CUDA (tests/training/test_gpu_training.py checks the pinned batch)."""
+    from types import SimpleNamespace
+
+    dm = VideoDataModule(load_config("configs/tiny.yaml", ["data.num_workers=0"]))
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), world_size=1,
+                                 global_rank=0, lightning_module=None, current_epoch=0)
+    assert dm.train_dataloader().pin_memory is pinned and dm.val_dataloader().pin_memory is pinned
+    dm.trainer = None
+    assert dm.train_dataloader().pin_memory is False

@@ -34,3 +34,16 @@ def test_bf16_mixed_training_on_gpu_resumes(tmp_path, strategy, backend, compile
     assert r.steps == 8
     last = ckpt_params(r.last_checkpoint)
     assert first.keys() == last.keys() and any(not torch.equal(first[k], last[k]) for k in first)
+
+
+def test_batches_for_a_cuda_trainer_are_pinned():
+    """The loader pins each packed batch when the trainer's device is CUDA (faster, asynchronous copy)."""
+    from types import SimpleNamespace
+
+    from flowvid.data.module import VideoDataModule
+
+    dm = VideoDataModule(tiny("data.num_workers=0"))
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), world_size=1,
+                                 global_rank=0, lightning_module=None, current_epoch=0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.num_clips > 0 and batch.frames.is_pinned()
