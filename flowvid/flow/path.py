@@ -155,25 +155,32 @@ class InsertionPath:
         passive: Tensor,
         generator: torch.Generator | None = None,
     ) -> PathSample:
-        """The path at global time tau for given delays; x_t = t x1 + (1 - t) x0 per frame."""
-        num_frames = x1.shape[0]
-        tau = torch.as_tensor(tau, dtype=torch.float32, device=x1.device)
+        """The path at global time tau for given delays; x_t = t x1 + (1 - t) x0 per frame.
+
+        u, context and passive may live on another device than the frames (the CPU, where the
+        draws are made): which frames are visible is worked out there, and only the frames' own
+        work (gather, noise from `generator`, on x1's device) runs where x1 is, without waiting
+        on that device."""
+        num_frames, device = x1.shape[0], x1.device
+        tau = torch.as_tensor(tau, dtype=torch.float32, device=u.device)
         tau_i = tau - u  # (F,)
         visible = (tau_i >= 0) | context
         index = visible.nonzero().squeeze(1)  # (m,) strictly increasing
         ctx = context[index]
         t = torch.where(ctx, 1.0, tau_i[index].clamp(0, 1)).to(x1.dtype)
         flowing = (tau_i[index] < 1) & ~ctx
-        x1v = x1[index]
-        x0 = torch.randn(x1v.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        tb = t.view(-1, *([1] * (x1.dim() - 1)))  # (m, 1, 1, 1)
-        x_t = torch.where(flowing.view_as(tb), tb * x1v + (1 - tb) * x0, x1v)
         following = torch.cat([index[1:], index.new_tensor([num_frames])])
         pas = passive[index]
+        active = ~pas if self.kind == "insertion" else torch.zeros_like(pas)
+        index, t, flowing, ctx, pas, active, k, tau = (x.to(device, non_blocking=True) for x in (
+            index, t, flowing, ctx, pas, active, following - index - 1, tau))
+        x1v = x1[index]
+        x0 = torch.randn(x1v.shape, generator=generator, device=device, dtype=x1.dtype)
+        tb = t.view(-1, *([1] * (x1.dim() - 1)))  # (m, 1, 1, 1)
+        x_t = torch.where(flowing.view_as(tb), tb * x1v + (1 - tb) * x0, x1v)
         return PathSample(
-            x_t=x_t, t=t, index=index, position=torch.arange(len(index), device=x1.device),
-            flowing=flowing, v_target=x1v - x0, k=following - index - 1,
-            active=~pas if self.kind == "insertion" else torch.zeros_like(pas),
+            x_t=x_t, t=t, index=index, position=torch.arange(len(index), device=device),
+            flowing=flowing, v_target=x1v - x0, k=k, active=active,
             context=ctx, passive=pas, tau=tau, num_frames=num_frames,
         )
 
@@ -187,18 +194,24 @@ class InsertionPath:
         passive: FrameSpec = None,
         tau: float | Tensor | None = None,
         fraction: float | None = None,
+        noise_generator: torch.Generator | None = None,
     ) -> PathSample:
         """One clip x1: (F, C, H, W). `context`/`passive`: frame masks or indices; `tau` fixes tau_g,
-        `fraction` fixes where tau_g falls in its range (0 = start, 1 = end)."""
+        `fraction` fixes where tau_g falls in its range (0 = start, 1 = end).
+
+        The delays and the global time are drawn from `generator`, on its device; the noise from
+        `noise_generator` (default: `generator`), on x1's device. With a CPU generator for the
+        draws and a GPU one for the noise, a clip on the GPU is sampled without host syncs."""
         if x1.dim() != 4:
             raise ValueError(f"frames must be (F, C, H, W), got {tuple(x1.shape)}")
-        ctx, pas = task_masks(x1.shape[0], context, passive, x1.device)
+        draws = generator.device if generator is not None else x1.device
+        ctx, pas = task_masks(x1.shape[0], context, passive, draws)
         u = self.delays(x1.shape[0], ctx, generator)
         if tau is None:
             tau = self.global_time(u, ctx, generator, fraction)
         elif float(tau) < 0:
             raise ValueError(f"global time tau must be >= 0, got {float(tau)}")
-        return self.at(x1, u, tau, ctx, pas, generator)
+        return self.at(x1, u, tau, ctx, pas, generator if noise_generator is None else noise_generator)
 
     def sample_batch(
         self,
@@ -208,11 +221,12 @@ class InsertionPath:
         passive: Sequence[FrameSpec] | None = None,
         tau: Sequence[float] | Tensor | None = None,
         fraction: float | None = None,
+        noise_generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> PackedPathSample:
         """Clips of different lengths (same C, H, W), sampled in turn and packed without padding.
 
-        `generator`: one shared by all clips, or one per clip (a clip's draws then do not depend
-        on which batch or rank it lands in)."""
+        `generator` (and `noise_generator`, see `sample`): one shared by all clips, or one per
+        clip (a clip's draws then do not depend on which batch or rank it lands in)."""
         if len(clips) == 0:
             raise ValueError("sample_batch needs at least one clip, got an empty list")
         shapes = {tuple(c.shape[1:]) for c in clips}
@@ -223,10 +237,11 @@ class InsertionPath:
         passive = [None] * n if passive is None else passive
         taus = [None] * n if tau is None else list(tau)
         gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * n
-        if not len(context) == len(passive) == len(taus) == len(gens) == n:
+        noise = list(noise_generator) if isinstance(noise_generator, (list, tuple)) else [noise_generator] * n
+        if not len(context) == len(passive) == len(taus) == len(gens) == len(noise) == n:
             raise ValueError(f"context, passive, tau and generators need one entry per clip ({n})")
-        return pack([self.sample(c, g, ctx, pas, tt, fraction)
-                     for c, g, ctx, pas, tt in zip(clips, gens, context, passive, taus)])
+        return pack([self.sample(c, g, ctx, pas, tt, fraction, ng)
+                     for c, g, ctx, pas, tt, ng in zip(clips, gens, context, passive, taus, noise)])
 
 
 def pack(samples: Sequence[PathSample]) -> PackedPathSample:

@@ -201,7 +201,8 @@ def _local_gathered(q: Tensor, k: Tensor, v: Tensor, b: int, layout: PackedLayou
     a gather's backward is one scatter-add."""
     n, w, tpf = layout.frames(b)[1] - layout.frames(b)[0], layout.window, layout.tokens_per_frame
     blocks, span = -(-n // w), (2 if layout.causal else 3) * w
-    key_frame = torch.arange(blocks, device=q.device)[:, None] * w - w + torch.arange(span, device=q.device)  # (nb, span)
+    # (nb, span): the frames of each block's key window, some outside the clip
+    key_frame = torch.arange(blocks, device=q.device)[:, None] * w - w + torch.arange(span, device=q.device)
     mask = _gathered_mask(layout, b, key_frame, (key_frame >= 0) & (key_frame < n))  # (nb, 1, W tpf, span tpf)
     heads = q.shape[1:]
     right = (blocks - 2) * w + span - n  # frames the last window reaches past the clip

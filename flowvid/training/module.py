@@ -106,30 +106,35 @@ class FlowceptionModule(L.LightningModule):
 
     # -- the method ------------------------------------------------------------------------
 
-    def generators(self, batch: PackedClips, step: int, salt: int) -> list[torch.Generator]:
-        """One generator per clip from (seed, the clip's request seed, step, salt): a clip's draws
-        do not depend on which rank or batch it is in."""
-        gens = []
+    def generators(self, batch: PackedClips, step: int,
+                   salt: int) -> tuple[list[torch.Generator], list[torch.Generator]]:
+        """Two generators per clip from (seed, the clip's request seed, step, salt), so that a clip's
+        draws do not depend on which rank or batch it is in: one on the CPU for the draws that
+        decide shapes (delays, global time, label dropout: on a GPU each would wait for the device),
+        one on the training device for the noise."""
+        draws, noise = [], []
         for clip_seed in batch.seeds.tolist():
-            g = torch.Generator(device=self.device)
-            g.manual_seed(mix_seed(self.cfg.seed, clip_seed, step, salt))
-            gens.append(g)
-        return gens
+            seed = mix_seed(self.cfg.seed, clip_seed, step, salt)
+            draws.append(torch.Generator().manual_seed(seed))
+            noise.append(torch.Generator(device=self.device).manual_seed(mix_seed(seed, 1)))
+        return draws, noise
 
-    def labels(self, batch: PackedClips, gens: list[torch.Generator], drop: float) -> Tensor | None:
+    def labels(self, batch: PackedClips, draws: list[torch.Generator], drop: float) -> Tensor | None:
         """Class labels, each replaced by the null label (-1) with probability `drop`."""
         if self.cfg.model.num_classes == 0:
             return None
-        keep = torch.stack([torch.rand((), generator=g, device=self.device) >= drop for g in gens])
+        keep = torch.stack([torch.rand((), generator=g) >= drop for g in draws]).to(self.device, non_blocking=True)
         return torch.where(keep, batch.labels.to(self.device), -1)
 
-    def loss(self, model, batch: PackedClips, gens: list[torch.Generator], fraction: float | None = None,
-             drop: float = 0.0):
-        """Sample the path for every clip, pack, forward: L = L_velocity + w_ins * L_insertion."""
-        sample = self.path.sample_batch(batch.clips(), generator=gens, fraction=fraction)
+    def loss(self, model, batch: PackedClips, gens: tuple[list[torch.Generator], list[torch.Generator]],
+             fraction: float | None = None, drop: float = 0.0):
+        """Sample the path for every clip, pack, forward: L = L_velocity + w_ins * L_insertion.
+        gens: the clips' generators for draws and for noise (see generators)."""
+        draws, noise = gens
+        sample = self.path.sample_batch(batch.clips(), generator=draws, noise_generator=noise, fraction=fraction)
         # model(...), not model.forward_sample: under FSDP only the wrapper's own forward gathers the weights
         out = model(sample.x_t, sample.t, sample.position, sample.cu_seqlens, sample.context, sample.passive,
-                    self.labels(batch, gens, drop))
+                    self.labels(batch, draws, drop))
         return sample, out
 
     def global_terms(self, sample, out) -> LossTerms:

@@ -216,3 +216,19 @@ def test_bad_shapes_and_settings(gen):
         InsertionPath(n_start=0)
     with pytest.raises(ValueError, match="insertion"):
         InsertionPath(kind="diffusion")
+
+
+@pytest.mark.parametrize("kind", ["insertion", "full_sequence", "autoregressive"])
+def test_sampling_frames_on_a_device_never_waits_on_it(kind):
+    """With CPU generators for the draws, nothing data-dependent runs on the frames' device (on a
+    GPU each such op would be a host sync). Meta tensors have no data: any such op would raise."""
+    path = InsertionPath(kappa="linear", n_start=2, kind=kind)
+    clips = [torch.empty(n, 3, 8, 8, device="meta") for n in (16, 9, 4)]
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    s = path.sample_batch(clips, generator=gens, context=[[0], None, [0, 1]], passive=[None, None, [0]])
+    assert s.x_t.device.type == "meta" and s.t.device.type == "meta" and s.cu_seqlens.device.type == "meta"
+    # the same draws on the CPU pick the same frames
+    cpu = path.sample_batch([torch.randn(n, 3, 8, 8) for n in (16, 9, 4)],
+                            generator=[torch.Generator().manual_seed(i) for i in range(3)],
+                            context=[[0], None, [0, 1]], passive=[None, None, [0]])
+    assert s.x_t.shape == cpu.x_t.shape
