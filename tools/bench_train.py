@@ -106,7 +106,7 @@ def measure(cfg, warmup: int) -> tuple[float, list[list[int]], int]:
 
     def counting(*args, **kwargs):
         s = original(*args, **kwargs)
-        visible.append(s.lengths.tolist())
+        visible.append(s.lengths)  # read after the run: .tolist() here would wait for the GPU inside the step
         return s
 
     module.path.sample_batch = counting
@@ -115,6 +115,7 @@ def measure(cfg, warmup: int) -> tuple[float, list[list[int]], int]:
               precision=t.get("precision", "32-true"), logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
               use_distributed_sampler=False).fit(module, datamodule=VideoDataModule(cfg))
+    visible = [v.tolist() for v in visible]
     kept = [i for i in range(warmup, len(timer.times)) if not timer.compiled[i]]
     if not kept:
         raise SystemExit(f"every step after the {warmup} warm-up steps compiled a graph: raise --steps or --warmup")
