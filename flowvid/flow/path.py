@@ -211,7 +211,11 @@ class InsertionPath:
             tau = self.global_time(u, ctx, generator, fraction)
         elif float(tau) < 0:
             raise ValueError(f"global time tau must be >= 0, got {float(tau)}")
-        return self.at(x1, u, tau, ctx, pas, generator if noise_generator is None else noise_generator)
+        noise = generator if noise_generator is None else noise_generator
+        if noise is not None and x1.device.type not in (noise.device.type, "meta"):  # meta frames hold no data
+            raise ValueError(f"the noise is drawn on the frames' device ({x1.device.type}), but its generator is on "
+                             f"{noise.device.type}; pass noise_generator=torch.Generator(device='{x1.device.type}')")
+        return self.at(x1, u, tau, ctx, pas, noise)
 
     def sample_batch(
         self,

@@ -232,3 +232,12 @@ def test_sampling_frames_on_a_device_never_waits_on_it(kind):
                             generator=[torch.Generator().manual_seed(i) for i in range(3)],
                             context=[[0], None, [0, 1]], passive=[None, None, [0]])
     assert s.x_t.shape == cpu.x_t.shape
+
+
+def test_noise_generator_on_another_device_than_the_frames_is_refused():
+    from types import SimpleNamespace
+
+    path = InsertionPath(kappa="linear", n_start=2)
+    cuda_generator = SimpleNamespace(device=torch.device("cuda"))  # a stand-in: CI has no CUDA
+    with pytest.raises(ValueError, match="noise_generator=torch.Generator\\(device='cpu'\\)"):
+        path.sample(torch.zeros(8, 3, 4, 4), generator=torch.Generator(), noise_generator=cuda_generator)
