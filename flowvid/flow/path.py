@@ -172,7 +172,7 @@ class InsertionPath:
         following = torch.cat([index[1:], index.new_tensor([num_frames])])
         pas = passive[index]
         active = ~pas if self.kind == "insertion" else torch.zeros_like(pas)
-        index, t, flowing, ctx, pas, active, k, tau = (x.to(device, non_blocking=True) for x in (
+        index, t, flowing, ctx, pas, active, k, tau = (_to(x, device) for x in (
             index, t, flowing, ctx, pas, active, following - index - 1, tau))
         x1v = x1[index]
         x0 = torch.randn(x1v.shape, generator=generator, device=device, dtype=x1.dtype)
@@ -204,6 +204,10 @@ class InsertionPath:
         draws and a GPU one for the noise, a clip on the GPU is sampled without host syncs."""
         if x1.dim() != 4:
             raise ValueError(f"frames must be (F, C, H, W), got {tuple(x1.shape)}")
+        noise = generator if noise_generator is None else noise_generator
+        if noise is not None and x1.device.type not in (noise.device.type, "meta"):  # meta frames hold no data
+            raise ValueError(f"the noise is drawn on the frames' device ({x1.device.type}), but its generator is on "
+                             f"{noise.device.type}; pass noise_generator=torch.Generator(device='{x1.device.type}')")
         draws = generator.device if generator is not None else x1.device
         ctx, pas = task_masks(x1.shape[0], context, passive, draws)
         u = self.delays(x1.shape[0], ctx, generator)
@@ -211,10 +215,6 @@ class InsertionPath:
             tau = self.global_time(u, ctx, generator, fraction)
         elif float(tau) < 0:
             raise ValueError(f"global time tau must be >= 0, got {float(tau)}")
-        noise = generator if noise_generator is None else noise_generator
-        if noise is not None and x1.device.type not in (noise.device.type, "meta"):  # meta frames hold no data
-            raise ValueError(f"the noise is drawn on the frames' device ({x1.device.type}), but its generator is on "
-                             f"{noise.device.type}; pass noise_generator=torch.Generator(device='{x1.device.type}')")
         return self.at(x1, u, tau, ctx, pas, noise)
 
     def sample_batch(
@@ -256,13 +256,19 @@ def pack(samples: Sequence[PathSample]) -> PackedPathSample:
     device = samples[0].x_t.device
     cu = torch.zeros(len(samples) + 1, dtype=torch.int32)
     cu[1:] = lengths.cumsum(0)
+    num_frames = torch.tensor([s.num_frames for s in samples])
+    clip = torch.repeat_interleave(torch.arange(len(samples)), lengths)
     return PackedPathSample(
         **cat,
         tau=torch.stack([s.tau for s in samples]),
-        num_frames=torch.tensor([s.num_frames for s in samples], device=device),
-        cu_seqlens=cu.to(device),
-        clip=torch.repeat_interleave(torch.arange(len(samples)), lengths).to(device),
+        num_frames=_to(num_frames, device), cu_seqlens=_to(cu, device), clip=_to(clip, device),
     )
+
+
+def _to(x: Tensor, device: torch.device) -> Tensor:
+    """x on `device`: from host memory without waiting for the device (non_blocking); from a
+    device to the host blocking, or the result could be read before it lands."""
+    return x.to(device, non_blocking=x.device.type == "cpu")
 
 
 def task_masks(num_frames: int, context: FrameSpec, passive: FrameSpec, device=None) -> tuple[Tensor, Tensor]:
