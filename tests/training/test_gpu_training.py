@@ -47,3 +47,39 @@ def test_batches_for_a_cuda_trainer_are_pinned():
                                  global_rank=0, lightning_module=None, current_epoch=0)
     batch = next(iter(dm.train_dataloader()))
     assert batch.num_clips > 0 and batch.frames.is_pinned()
+
+
+def test_path_sampling_on_the_gpu_does_not_wait_for_it():
+    """CPU generators for the draws, GPU ones for the noise (as the trainer does): sampling makes
+    no host sync, returns from behind queued GPU work at once, and picks the frames a CPU run
+    with the same draws picks."""
+    import time
+    import warnings
+
+    from flowvid.flow import InsertionPath
+
+    path = InsertionPath(kappa="linear", n_start=2)
+    clips = [torch.randn(n, 4, 32, 32, device="cuda") for n in (16, 9, 4, 16, 12, 7, 3, 16)]
+
+    def gens(device):
+        return [torch.Generator(device=device).manual_seed(i) for i in range(len(clips))]
+
+    path.sample_batch(clips, generator=gens("cpu"), noise_generator=gens("cuda"))  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda._sleep(int(2e9))  # about a second of queued GPU work
+            t0 = time.perf_counter()
+            s = path.sample_batch(clips, generator=gens("cpu"), noise_generator=gens("cuda"))
+            host = time.perf_counter() - t0
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert not [w for w in caught if "synchroniz" in str(w.message)], [str(w.message) for w in caught]
+    assert host < 0.3, f"sampling waited {host:.2f} s for queued GPU work"
+    cpu = path.sample_batch([c.cpu() for c in clips], generator=gens("cpu"))
+    for name in ("index", "k", "t", "flowing", "active", "tau", "cu_seqlens", "num_frames", "clip", "position"):
+        assert getattr(s, name).device.type == "cuda", name
+        assert torch.equal(getattr(s, name).cpu(), getattr(cpu, name)), name
