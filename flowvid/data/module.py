@@ -4,6 +4,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -11,7 +12,7 @@ import torch
 
 from flowvid.config import Config, check_data_fits_model
 from flowvid.data.batching import ClipLengths, TokenBudgetBatchSampler
-from flowvid.data.clips import collate_clips
+from flowvid.data.clips import PackedClips, collate_clips
 from flowvid.data.datasets import ManifestDataset, SyntheticDataset
 from flowvid.data.manifest import read_manifest
 
@@ -126,6 +127,15 @@ class VideoDataModule(L.LightningDataModule):
             pin_memory=self._to_cuda(),
             multiprocessing_context=worker_context() if workers > 0 else None,
             worker_init_fn=ignore_stop_signal if workers > 0 else None)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Only the frames and labels go to the device. The clips' lengths and seeds stay on the
+        host, where the trainer reads them (to split the frames, to seed the path's draws): read
+        back from a GPU, each would wait for the device."""
+        if not isinstance(batch, PackedClips):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        return replace(batch, frames=batch.frames.to(device, non_blocking=True),
+                       labels=batch.labels.to(device, non_blocking=True))
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader("train")

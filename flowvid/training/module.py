@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -104,15 +103,6 @@ class FlowceptionModule(L.LightningModule):
                     device_id=strategy.root_device, use_orig_params=True)
         self.model = FSDP(self.model, **opts)
         self.ema = FSDP(self.ema, **opts)
-
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        """Only the frames and labels go to the device. The clips' lengths and seeds stay on the
-        host, where they are read (to split the frames, to seed the draws): read back from a GPU,
-        each would wait for the device."""
-        if not isinstance(batch, PackedClips):
-            return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        return replace(batch, frames=batch.frames.to(device, non_blocking=True),
-                       labels=batch.labels.to(device, non_blocking=True))
 
     # -- the method ------------------------------------------------------------------------
 
