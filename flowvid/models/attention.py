@@ -72,9 +72,10 @@ class PackedLayout:
         return self.causal or 0 < self.window < hi - lo - 1 or (valid is not None and not bool(valid.all()))
 
     def frame_mask(self, pos_q: Tensor, pos_k: Tensor, valid_k: Tensor | None = None) -> Tensor:
-        """(Fq, Fk) bool: may a query frame attend to a key frame (same clip assumed)."""
-        d = pos_q[:, None] - pos_k[None, :]
-        ok = torch.ones_like(d, dtype=torch.bool) if valid_k is None else valid_k[None, :].expand_as(d).clone()
+        """(..., Fq, Fk) bool: may a query frame attend to a key frame (same clip assumed); leading
+        dimensions of pos_q (..., Fq), pos_k and valid_k (..., Fk) are batch dimensions."""
+        d = pos_q[..., :, None] - pos_k[..., None, :]
+        ok = torch.ones_like(d, dtype=torch.bool) if valid_k is None else valid_k[..., None, :].expand_as(d).clone()
         if self.window > 0:
             ok &= d.abs() <= self.window
         if self.causal:
@@ -230,14 +231,9 @@ def _gathered_mask(layout: PackedLayout, b: int, key_frame: Tensor, inside: Tens
         query_frame = key_frame[:, w:2 * w]  # (nb, W): the block's own frames
         pos = layout.position[lo:hi]
         real = query_frame < n
-        qpos = torch.where(real, pos[query_frame.clamp(max=n - 1)], -1)
-        kpos = pos[key_frame.clamp(0, n - 1)]
-        d = qpos[:, :, None] - kpos[:, None, :]  # (nb, W, span)
-        ok = inside[:, None, :] & (True if valid is None else valid[key_frame.clamp(0, n - 1)][:, None, :])
-        ok = ok & (d.abs() <= w)
-        if layout.causal:
-            ok = ok & (d >= 0)
-        ok = ok | (inside[:, None, :] & (d == 0))  # a frame always sees itself
+        keys = key_frame.clamp(0, n - 1)
+        ok = layout.frame_mask(pos[query_frame.clamp(max=n - 1)], pos[keys], None if valid is None else valid[keys])
+        ok = inside[:, None, :] & ok  # (nb, W, span): window frames outside the clip are masked
         ok = ok | ~real[:, :, None]  # padding queries (dropped) see everything: no empty rows
         t = layout.tokens_per_frame
         mask = layout.cache[key] = ok.repeat_interleave(t, 1).repeat_interleave(t, 2)[:, None]
