@@ -304,10 +304,8 @@ class FlowceptionModule(L.LightningModule):
     def log_validation(self) -> None:
         """Means over every validation clip of all ranks, each clip counting the same (a rank whose
         batches all failed adds nothing and still takes part)."""
-        sums, clips = self.val_sums.clone(), self.val_clips.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
-            dist.all_reduce(clips)
+        totals, _ = self.reduce_counts(torch.cat([self.val_sums.flatten(), self.val_clips[None]]))
+        sums, clips = totals[:-1].view_as(self.val_sums), totals[-1]
         if clips == 0:
             return
         means = (sums / clips).float()
