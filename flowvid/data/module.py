@@ -1,9 +1,6 @@
 """The LightningDataModule: datasets, token-budget batches and workers, from one Config."""
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,31 +12,7 @@ from flowvid.data.batching import ClipLengths, TokenBudgetBatchSampler
 from flowvid.data.clips import PackedClips, collate_clips
 from flowvid.data.datasets import ManifestDataset, SyntheticDataset
 from flowvid.data.manifest import read_manifest
-
-
-def worker_context():
-    """Workers start from a forkserver: a clean process forks them quickly, and they never inherit
-    decoder threads of the parent (decord is not fork-safe; a worker forked from a process that
-    has decoded with it can deadlock). spawn where forkserver is missing. The forkserver and the
-    workers ignore SIGUSR1 (flowvid.data.worker_signals, ignore_stop_signal)."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["flowvid.data.worker_signals", "torch", "flowvid.data.datasets",
-                                "flowvid.data.synthetic"])
-    return ctx
-
-
-def ignore_stop_signal(worker_id: int) -> None:
-    """worker_init_fn: SIGUSR1 is the training process's to act on (spawned workers start without
-    the forkserver's setting). Lightning's worker seeding, which a worker_init_fn of ours replaces,
-    runs too when seed_everything(workers=True) asked for it."""
-    if hasattr(signal, "SIGUSR1"):  # POSIX
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    if os.environ.get("PL_SEED_WORKERS") == "1":
-        from lightning.fabric.utilities.seed import pl_worker_init_function
-
-        pl_worker_init_function(worker_id)
+from flowvid.data.workers import ignore_stop_signal, worker_context
 
 
 def tokens_per_frame(cfg: Config) -> int:

@@ -87,3 +87,34 @@ def test_only_frames_and_labels_go_to_the_device():
     assert moved.frames.device.type == "meta" and moved.labels.device.type == "meta"
     assert moved.cu_seqlens.device.type == "cpu" and moved.seeds.device.type == "cpu"
     assert [c.shape[0] for c in moved.clips()] == [5, 3] and moved.seeds.tolist() == [7, 9]
+
+
+WORKER_EPOCHS_SCRIPT = """
+import os
+from flowvid.config import load_config
+from flowvid.data.module import VideoDataModule
+
+if __name__ == "__main__":
+    os.environ["PL_SEED_WORKERS"] = "1"  # as `flowvid train` seeds: the workers use Lightning's seeding
+    dm = VideoDataModule(load_config("configs/tiny.yaml", ["data.num_workers=2", "data.synthetic.num_clips=8"]))
+    for epoch in range(3):  # the trainer makes a new loader, and new workers, each epoch
+        assert sum(b.num_clips for b in dm.train_dataloader()) == 8
+"""
+
+
+def test_workers_inherit_lightning_instead_of_importing_it_each_epoch(tmp_path):
+    """Workers of each epoch's loader fork from a forkserver that has imported Lightning (the main
+    script's imports, which each worker runs again, and Lightning's worker seeding need it):
+    imported in every worker instead, it cost over a second per epoch. -X importtime reaches the
+    forkserver and the workers; each process that imports the package prints one line for it."""
+    import re
+    import subprocess
+    import sys
+
+    script = tmp_path / "epochs.py"
+    script.write_text(WORKER_EPOCHS_SCRIPT)
+    run = subprocess.run([sys.executable, "-X", "importtime", str(script)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    imports = re.findall(r"^import time:.*\|\s*lightning$", run.stderr, flags=re.MULTILINE)
+    assert len(imports) == 2, f"lightning imported by {len(imports)} processes (main and forkserver expected)"

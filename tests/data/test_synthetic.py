@@ -48,7 +48,7 @@ def test_different_index_or_seed_differs(kind):
 def test_dataloader_workers_see_the_same_clips(kind):
     ds = make_synthetic(kind, num_clips=6, seed=5)
     # workers from a forkserver, as the data module starts them (never forked from a process that used decord)
-    from flowvid.data.module import worker_context
+    from flowvid.data.workers import worker_context
 
     loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=keep_list, multiprocessing_context=worker_context())
     loaded = [clip for batch in loader for clip in batch]
