@@ -31,6 +31,22 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
 # validation means are reduced over ranks by the module itself (FlowceptionModule.log_validation)
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.val/")
+# Lightning warns each epoch when it has fewer batches than trainer.log_every_n_steps, but logging
+# counts optimizer steps across epochs: small datasets get their metrics.csv rows all the same.
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+# raised from Lightning's own code under newer torch: nothing a user can act on
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class NoLightningTips(logging.Filter):
+    """Lightning's advertisement for its cloud logger, printed at the start of every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip")
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(NoLightningTips())
 
 
 @dataclass

@@ -44,6 +44,16 @@ def test_cli_trains_exports_and_loads(tmp_path, capsys):
         assert torch.equal(a, b), k
 
 
+def test_epochs_shorter_than_the_logging_interval_are_logged(tmp_path):
+    """Lightning warns when an epoch has fewer batches than log_every_n_steps (flowvid.training.run
+    silences it): logging counts steps across epochs, so small datasets are logged all the same."""
+    run = tmp_path / "run"
+    train(tiny("data.synthetic.num_clips=8", "data.synthetic.val_clips=0", "trainer.log_every_n_steps=3",
+               "trainer.max_steps=6", "train.preview_clips=0"), run)  # 2 batches an epoch
+    rows = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r["train/loss"]]
+    assert [int(r["step"]) for r in rows] == [2, 5]
+
+
 def test_bad_config_or_missing_data_exit_2_and_create_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     for args in (["data.source=manifest", f"data.manifest={tmp_path / 'missing.jsonl'}"],
