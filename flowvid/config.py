@@ -250,6 +250,7 @@ class TrainConfig:
     val_times: List[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])  # where on the path
     max_nonfinite_steps: int = 5  # consecutive non-finite losses before the run stops
     compile: bool = False  # torch.compile each block's work around attention (GPU training)
+    accumulate_grad_batches: int = 1  # batches per optimizer step (each frame of them counts the same)
     checkpoint_every: int = 1000  # steps between checkpoints (last.ckpt is always the newest)
     preview_clips: int = 2  # clips sampled with the EMA weights at each validation, as GIFs in the run folder
     preview_steps: int = 20
@@ -263,6 +264,8 @@ class TrainConfig:
             yield "val_times", f"are fractions of each path's time range, in [0, 1]; got {list(self.val_times)}"
         if self.preview_clips < 0 or self.preview_steps < 1:
             yield "preview_clips", "preview_clips must be >= 0 and preview_steps >= 1"
+        if self.accumulate_grad_batches < 1:
+            yield "accumulate_grad_batches", f"must be >= 1 (batches per optimizer step), got {self.accumulate_grad_batches}"
         if self.max_nonfinite_steps < 1 or self.checkpoint_every < 1 or self.ema_start < 0:
             yield "max_nonfinite_steps", "max_nonfinite_steps and checkpoint_every must be >= 1, ema_start >= 0"
 

@@ -39,7 +39,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, frame_ranges: Sequence[tuple[int, int]], lengths: ClipLengths, tokens_per_frame: int,
                  budget: int, max_clips: int = 0, shuffle: bool = True, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0):
+                 num_replicas: int = 1, rank: int = 0, accumulate: int = 1):
         longest = max(lengths.choices) if lengths.choices else lengths.max_frames
         if tokens_per_frame * longest > budget:
             raise ValueError(f"token budget {budget} is below one clip of {longest} frames "
@@ -50,12 +50,14 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self.lengths, self.tpf, self.budget = lengths, tokens_per_frame, budget
         self.max_clips, self.shuffle, self.seed = max_clips, shuffle, seed
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
+        self.accumulate = accumulate  # batches per optimizer step: > 1 yields them in groups (see __iter__)
         self.skipped = 0  # items whose frame range admits no allowed length, last epoch
-        # Resume mid-epoch: (epoch, batches done over all ranks, batches this rank's trainer counted)
+        # Resume mid-epoch: (epoch, batches done over all ranks, steps (loader items) this rank's trainer counted)
         self.resume_at: tuple[int, int, int] | None = None
-        # Lightning calls set_epoch on `batch_sampler.sampler` (lightning.fabric.utilities.data.
-        # _set_sampler_epoch), not on the batch sampler: point it here so each epoch reshuffles.
-        self.sampler = self
+        # No `sampler` attribute, on purpose: Lightning would call its set_epoch with the count of
+        # epochs it has processed, which after resuming from a checkpoint written at the end of a
+        # one-step epoch lags the trainer's epoch by one (an epoch's batches came again). The data
+        # module sets the trainer's epoch on each epoch's new loader instead.
         self._cache: tuple[int, list] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -108,9 +110,16 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         batches = batches + [batches[i % len(batches)] for i in range(pad)]
         return batches[self.rank::self.num_replicas]
 
-    def __iter__(self) -> Iterator[list[ClipRequest]]:
-        return iter(self._mine())
+    def _steps(self) -> list:
+        """What the loader reads at once: a batch, or with accumulate = N a list holding this rank's
+        next N batches (fewer at the epoch's end), read together by flowvid.data.module.MicroBatches.
+        Every rank has as many batches, so the ranks' last groups are equally short."""
+        mine, n = self._mine(), self.accumulate
+        return mine if n == 1 else [[mine[i:i + n]] for i in range(0, len(mine), n)]
+
+    def __iter__(self) -> Iterator[list]:
+        return iter(self._steps())
 
     def __len__(self) -> int:
-        # A resumed trainer keeps counting from the batches it did: the epoch's length is those plus ours.
-        return len(self._mine()) + (self.resume_at[2] if self._resuming() else 0)
+        # A resumed trainer keeps counting from the steps it did: the epoch's length is those plus ours.
+        return len(self._steps()) + (self.resume_at[2] if self._resuming() else 0)

@@ -45,6 +45,26 @@ def build_dataset(cfg: Config, split: str):
     return ds
 
 
+class MicroBatches(torch.utils.data.Dataset):
+    """A dataset read a step at a time: indexed by the list of batches (lists of ClipRequest) that
+    TokenBudgetBatchSampler yields with accumulate > 1, read by one worker together."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, batches: list[list]) -> list[list]:
+        return [[self.dataset[request] for request in batch] for batch in batches]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def collate_micro_batches(items: list[list[list]]) -> list[PackedClips]:
+    """One step's micro-batches, each packed (an empty PackedClips where all of its reads failed)."""
+    (batches,) = items  # the sampler yields one group at a time
+    return [collate_clips(batch) for batch in batches]
+
+
 class VideoDataModule(L.LightningDataModule):
     """Packed batches of clips under a token budget; each rank reads its own batches.
 
@@ -78,7 +98,8 @@ class VideoDataModule(L.LightningDataModule):
         return TokenBudgetBatchSampler(
             [ds.frame_range(i) for i in range(len(ds))], ClipLengths(d.min_frames, d.max_frames, d.frame_choices),
             tokens_per_frame(self.cfg), d.tokens_per_batch, d.max_clips_per_batch,
-            shuffle=split == "train", seed=self.cfg.seed, num_replicas=world, rank=rank)
+            shuffle=split == "train", seed=self.cfg.seed, num_replicas=world, rank=rank,
+            accumulate=self.cfg.train.accumulate_grad_batches if split == "train" else 1)
 
     def _loader(self, split: str) -> torch.utils.data.DataLoader:
         self.setup()
@@ -94,8 +115,10 @@ class VideoDataModule(L.LightningDataModule):
             position = getattr(module, "resume_position", None)
             if position is not None and position[0] == self.trainer.current_epoch:
                 sampler.resume(*position)
+        grouped = split == "train" and self.cfg.train.accumulate_grad_batches > 1
         return torch.utils.data.DataLoader(
-            self.datasets[split], batch_sampler=sampler, collate_fn=collate_clips,
+            MicroBatches(self.datasets[split]) if grouped else self.datasets[split], batch_sampler=sampler,
+            collate_fn=collate_micro_batches if grouped else collate_clips,
             num_workers=workers, persistent_workers=workers > 0 and self.cfg.data.persistent_workers,
             pin_memory=self._to_cuda(),
             multiprocessing_context=worker_context() if workers > 0 else None,
@@ -105,6 +128,8 @@ class VideoDataModule(L.LightningDataModule):
         """Only the frames and labels go to the device. The clips' lengths and seeds stay on the
         host, where the trainer reads them (to split the frames, to seed the path's draws): read
         back from a GPU, each would wait for the device."""
+        if isinstance(batch, list) and all(isinstance(b, PackedClips) for b in batch):  # a step's micro-batches
+            return [self.transfer_batch_to_device(b, device, dataloader_idx) for b in batch]
         if not isinstance(batch, PackedClips):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
         return replace(batch, frames=batch.frames.to(device, non_blocking=True),

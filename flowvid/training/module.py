@@ -5,6 +5,7 @@ must not see one rank step while another skips) and so that each step reads like
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -14,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ParallelStrategy
 from torch import Tensor
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
@@ -128,23 +129,34 @@ class FlowceptionModule(L.LightningModule):
 
     def loss(self, model, batch: PackedClips, gens: tuple[list[torch.Generator], list[torch.Generator]],
              fraction: float | None = None, drop: float = 0.0):
-        """Sample the path for every clip, pack, forward: L = L_velocity + w_ins * L_insertion.
+        """Sample the path for every clip, pack, forward (the losses: global_terms).
         gens: the clips' generators for draws and for noise (see generators)."""
-        draws, noise = gens
-        sample = self.path.sample_batch(batch.clips(), generator=draws, noise_generator=noise, fraction=fraction)
-        # model(...), not model.forward_sample: under FSDP only the wrapper's own forward gathers the weights
-        out = model(sample.x_t, sample.t, sample.position, sample.cu_seqlens, sample.context, sample.passive,
-                    self.labels(batch, draws, drop))
-        return sample, out
+        sample = self.sample_path(batch, gens, fraction)
+        return sample, self.forward_path(model, batch, sample, gens[0], drop)
 
-    def global_terms(self, sample, out) -> LossTerms:
-        """Losses averaged over the frames of all ranks: each rank's mean is re-weighted by its share
-        of the global count (times the world size, as DDP averages gradients), so a DDP step equals
-        one step on the union of the ranks' batches."""
-        n_flow, n_active = sample.flowing.sum(), sample.active.sum()
-        counts, world = self.reduce_counts(torch.stack([n_flow, n_active]).float())
-        w_flow = n_flow * world / counts[0].clamp_min(1)
-        w_active = n_active * world / counts[1].clamp_min(1)
+    def sample_path(self, batch: PackedClips, gens: tuple[list[torch.Generator], list[torch.Generator]],
+                    fraction: float | None = None):
+        draws, noise = gens
+        return self.path.sample_batch(batch.clips(), generator=draws, noise_generator=noise, fraction=fraction)
+
+    def forward_path(self, model, batch: PackedClips, sample, draws: list[torch.Generator], drop: float):
+        # model(...), not model.forward_sample: under FSDP only the wrapper's own forward gathers the weights
+        return model(sample.x_t, sample.t, sample.position, sample.cu_seqlens, sample.context, sample.passive,
+                     self.labels(batch, draws, drop))
+
+    def frame_weights(self, samples: list) -> list[tuple[Tensor, Tensor]]:
+        """Per sample, the weights of its mean velocity and insertion losses such that each frame of
+        all samples of all ranks counts the same: its share of the global frame count (times the
+        world size, as DDP averages gradients). A step of the ranks' micro-batches then equals one
+        step of one process on all of them at once. One all-reduce; no host sync."""
+        counts = [torch.stack([s.flowing.sum(), s.active.sum()]).float() for s in samples]
+        total, world = self.reduce_counts(torch.stack(counts).sum(0) if counts else torch.zeros(2, device=self.device))
+        return [(c[0] * world / total[0].clamp_min(1), c[1] * world / total[1].clamp_min(1)) for c in counts]
+
+    def global_terms(self, sample, out, weights: tuple[Tensor, Tensor] | None = None) -> LossTerms:
+        """L = L_velocity + w_ins * L_insertion, each mean weighted as frame_weights says (by
+        default for this sample alone, as one step's only micro-batch)."""
+        w_flow, w_active = self.frame_weights([sample])[0] if weights is None else weights
         lv = velocity_loss(out.velocity, sample.v_target, sample.flowing) * w_flow
         li = insertion_loss(out.rate_head, sample.k, sample.active, self.cfg.model.rate_link) * w_active
         return LossTerms(total=lv + self.cfg.loss.insertion_weight * li, velocity=lv, insertion=li)
@@ -157,38 +169,63 @@ class FlowceptionModule(L.LightningModule):
             return counts, dist.get_world_size()
         return counts, 1
 
-    def training_step(self, batch: PackedClips, batch_idx: int) -> None:
+    def training_step(self, batch: PackedClips | list[PackedClips], batch_idx: int) -> None:
+        """One optimizer step on a batch, or on train.accumulate_grad_batches micro-batches (a list)."""
+        micro = batch if isinstance(batch, list) else [batch]
         self.batches_in_epoch += 1
-        self.global_batches_in_epoch += self.trainer.world_size
+        self.global_batches_in_epoch += self.trainer.world_size * len(micro)
         opt, sched = self.optimizers(), self.lr_schedulers()
         # before any forward: a compiled block under FSDP fails on the last step's sharded gradient
         opt.zero_grad(set_to_none=True)
-        if batch.num_clips == 0:  # every read in this batch failed: take part in the collectives, skip everywhere
-            self.idle_forward(self.model)
-            release_gathered(self.model)  # as the other ranks do after their non-finite (NaN) skip below
-            self.reduce_counts(torch.zeros(2, device=self.device))
-            self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
-            self.on_nonfinite("batch (every read in it failed)")
-            return
-        gens = self.generators(batch, self.global_step, salt=0)
-        sample, out = self.loss(self.model, batch, gens, drop=self.cfg.train.label_dropout)
-        terms = self.global_terms(sample, out)
-        if not self.finite_everywhere(terms.total):
-            release_gathered(self.model)
-            self.on_nonfinite("loss")
-            return
-        self.manual_backward(terms.total)
+        stats = self.accumulate(micro)
+        if isinstance(stats, str):
+            return self.skip(opt, stats)
         if not self.finite_everywhere(self.grad_max()):  # a finite loss can still overflow in backward
-            opt.zero_grad(set_to_none=True)
-            self.on_nonfinite("gradient")
-            return
+            return self.skip(opt, "gradient")
         self.nonfinite_in_a_row = 0
         if self.cfg.optim.grad_clip > 0:
             self.clip_grad_norm(self.cfg.optim.grad_clip)
         opt.step()
         sched.step()
         self.update_ema()
-        self.log_step(terms, sample, out, batch)
+        self.log_step(stats, sum(b.num_clips for b in micro))
+
+    def accumulate(self, micro: list[PackedClips]) -> list[dict] | str:
+        """Forward and backward on each micro-batch, the gradients adding up; returns what the log
+        needs of each, or why the step is skipped (every rank returns the same)."""
+        gens = [self.generators(b, self.global_step, salt=0) for b in micro]  # draws whatever micro-batch a clip is in
+        samples = [self.sample_path(b, g) for b, g in zip(micro, gens) if b.num_clips]
+        weights = iter(self.frame_weights(samples))
+        samples, stats = iter(samples), []
+        for j, (b, g) in enumerate(zip(micro, gens)):
+            with self.grad_sync(last=j == len(micro) - 1):
+                if b.num_clips == 0:  # every read in this batch failed: take part in the collectives, skip everywhere
+                    self.idle_forward(self.model)
+                    release_gathered(self.model)  # as the other ranks do after their non-finite (NaN) skip below
+                    self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
+                    return "batch (every read in it failed)"
+                sample = next(samples)
+                out = self.forward_path(self.model, b, sample, g[0], self.cfg.train.label_dropout)
+                terms = self.global_terms(sample, out, next(weights))
+                if not self.finite_everywhere(terms.total):
+                    release_gathered(self.model)
+                    return "loss"
+                self.manual_backward(terms.total)
+            stats.append(self.step_stats(terms, sample, out))
+        return stats
+
+    def grad_sync(self, last: bool):
+        """DDP averages the gradients over ranks in a step's last backward only; FSDP reduces each
+        backward's gradients to the shards, where they add up."""
+        strategy = self.trainer.strategy
+        if last or not isinstance(strategy, ParallelStrategy):
+            return contextlib.nullcontext()
+        return strategy.block_backward_sync()
+
+    def skip(self, opt, what: str) -> None:
+        """Drop this step's gradients (those of earlier micro-batches too) and count a skipped step."""
+        opt.zero_grad(set_to_none=True)
+        self.on_nonfinite(what)
 
     # -- EMA ----------------------------------------------------------------------------------
 
@@ -252,25 +289,35 @@ class FlowceptionModule(L.LightningModule):
 
     # -- logging ------------------------------------------------------------------------------
 
-    def log_step(self, terms: LossTerms, sample, out, batch: PackedClips) -> None:
+    @staticmethod
+    def step_stats(terms: LossTerms, sample, out) -> dict:
+        """What log_step reports of one micro-batch, without keeping its outputs."""
+        return {"terms": LossTerms(*(x.detach() for x in (terms.total, terms.velocity, terms.insertion))),
+                "visible": sample.lengths.sum(), "frames": sample.num_frames.sum(), "t": sample.t,
+                "flowing": sample.flowing, "error": per_frame_velocity_error(out.velocity.detach(), sample.v_target)}
+
+    def log_step(self, stats: list[dict], num_clips: int) -> None:
+        """Losses (the sums of the micro-batches' shares), the loss per time bucket, the visible
+        fraction and throughput, over all micro-batches of the step."""
         now = time.perf_counter()
-        logs = {"train/loss": terms.total.detach(), "train/velocity": terms.velocity.detach(),
-                "train/insertion": terms.insertion.detach(),
-                "train/visible_fraction": sample.lengths.sum() / sample.num_frames.sum(),
-                "train/lr": self.lr_schedulers().get_last_lr()[0]}
+        visible = sum(s["visible"] for s in stats)
+        logs = {f"train/{name}": sum(getattr(s["terms"], field) for s in stats)
+                for name, field in (("loss", "total"), ("velocity", "velocity"), ("insertion", "insertion"))}
+        logs["train/visible_fraction"] = visible / sum(s["frames"] for s in stats)
+        logs["train/lr"] = self.lr_schedulers().get_last_lr()[0]
         if self._last_step_end is not None:
             dt = now - self._last_step_end
-            logs["train/tokens_per_s"] = float(sample.lengths.sum()) * self.model.tokens_per_frame / dt
-            logs["train/clips_per_s"] = batch.num_clips / dt
+            logs["train/tokens_per_s"] = float(visible) * self.model.tokens_per_frame / dt
+            logs["train/clips_per_s"] = num_clips / dt
         self._last_step_end = now
-        err = per_frame_velocity_error(out.velocity.detach(), sample.v_target)
-        bucket = torch.bucketize(sample.t, torch.tensor(TIME_BUCKETS[1:-1], device=sample.t.device))
+        t, flowing, err = (torch.cat([s[k] for s in stats]) for k in ("t", "flowing", "error"))
+        bucket = torch.bucketize(t, torch.tensor(TIME_BUCKETS[1:-1], device=t.device))
         for b, (lo, hi) in enumerate(zip(TIME_BUCKETS, TIME_BUCKETS[1:])):
-            mask = sample.flowing & (bucket == b)
+            mask = flowing & (bucket == b)
             if mask.any():
                 logs[f"train/velocity_t{lo:.1f}-{hi:.1f}"] = err[mask].mean()
-        self.log_dict(logs, prog_bar=False, batch_size=batch.num_clips)
-        self.log("train/loss_bar", terms.total.detach(), prog_bar=True, logger=False, batch_size=batch.num_clips)
+        self.log_dict(logs, prog_bar=False, batch_size=num_clips)
+        self.log("train/loss_bar", logs["train/loss"], prog_bar=True, logger=False, batch_size=num_clips)
 
     # -- validation ---------------------------------------------------------------------------
 

@@ -72,11 +72,19 @@ def strategy(cfg: Config):
     return name
 
 
+# Trainer options that the training step, which runs its own backward and optimizer step, does itself
+DONE_BY_FLOWVID = {"accumulate_grad_batches": "train.accumulate_grad_batches", "gradient_clip_val": "optim.grad_clip",
+                   "gradient_clip_algorithm": "optim.grad_clip (always by the global norm)"}
+
+
 def check_trainer_keys(options: dict) -> None:
     """trainer.* must be Trainer arguments; an unknown one fails in one line with the closest names."""
     valid = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", "logger", "callbacks", "plugins",
                                                                      "default_root_dir", "use_distributed_sampler"}
     for key in options:
+        if key in DONE_BY_FLOWVID:
+            raise ConfigError(f"trainer.{key} is not used: flowvid's training step does this itself; set "
+                              f"{DONE_BY_FLOWVID[key]} instead")
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=3) or sorted(valid)[:8]
             raise ConfigError(f"unknown config key 'trainer.{key}'; Lightning Trainer options near it: {', '.join(close)}")

@@ -106,3 +106,22 @@ def test_resume_on_another_world_size_covers_the_rest_of_the_epoch(old_world, ne
     s.resume_at = (0, done, done_per_rank)
     s.set_epoch(1)  # the next epoch is whole again
     assert len(s) == len(list(s)) and {r.index for b in s for r in b} == set(range(len(RANGES)))
+
+
+@pytest.mark.parametrize("world,accumulate", [(1, 3), (2, 2), (3, 4)])
+def test_accumulation_yields_each_ranks_batches_in_steps(world, accumulate):
+    """With accumulate = N each rank reads its own batches N at a time (fewer in the epoch's last
+    step, as short on every rank), in the order it would step through them one by one."""
+    for rank in range(world):
+        one, grouped = sampler(num_replicas=world, rank=rank), sampler(num_replicas=world, rank=rank,
+                                                                       accumulate=accumulate)
+        steps = [group for (group,) in grouped]  # the loader hands each item, a list of batches, to MicroBatches
+        assert [b for group in steps for b in group] == list(one)
+        assert all(len(g) == accumulate for g in steps[:-1]) and 1 <= len(steps[-1]) <= accumulate
+        assert len(grouped) == len(steps) == -(-len(one) // accumulate)
+    # resumed after 2 steps of every rank: the rest of the epoch, in steps again
+    done = 2 * accumulate * world
+    s = sampler(num_replicas=world, accumulate=accumulate)
+    s.resume_at = (0, done, 2)
+    rest = [b for (group,) in s for b in group]
+    assert rest == s.all_batches()[done:][::world][:len(rest)] and len(s) == 2 + len(list(s))

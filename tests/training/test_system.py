@@ -165,6 +165,24 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path)
     assert max((ddp[k] - fresh[k]).abs().max().item() for k in ddp) > 1e-3
 
 
+def test_accumulated_batches_equal_one_step_on_all_of_them(tmp_path):
+    """train.accumulate_grad_batches=2: each step's two batches, forward and backward one after the
+    other, give the weights of one process stepping on both batches packed together (each frame
+    counting the same); and two gloo ranks accumulating two batches each equal one process
+    accumulating four (DDP averages the gradients once, after the last of them)."""
+    from flowvid.training.run import train
+
+    steps = ["trainer.max_steps=3", "trainer.limit_val_batches=0", "optim.warmup_steps=2"]
+    acc = ckpt_params(train(tiny(*steps, "train.accumulate_grad_batches=2"), tmp_path / "acc").last_checkpoint)
+    assert_same_params(acc, state(one_process_on_both_ranks_batches(tmp_path, steps), "model"), atol=1e-5)
+    plain = ckpt_params(train(tiny(*steps), tmp_path / "plain").last_checkpoint)
+    assert max((acc[k] - plain[k]).abs().max().item() for k in acc) > 1e-4, "accumulation changed nothing"
+
+    two_nodes(tmp_path / "ddp", *steps, "train.accumulate_grad_batches=2")
+    four = train(tiny(*steps, "train.accumulate_grad_batches=4"), tmp_path / "four").last_checkpoint
+    assert_same_params(ckpt_params(tmp_path / "ddp" / "checkpoints" / "last.ckpt"), ckpt_params(four), atol=1e-5)
+
+
 FSDP_CPU = (str(Path(__file__).with_name("fsdp_cpu.py")),)
 
 
@@ -227,12 +245,17 @@ def test_fsdp_on_one_process_equals_a_plain_run(tmp_path):
                        ckpt_params(tmp_path / "plain" / "checkpoints" / "last.ckpt"), atol=1e-6)
 
 
-@pytest.mark.parametrize("stops,every,lengths", [
-    ((6,), 2, "16"), ((8,), 2, "16"),      # 4 batches an epoch: mid-epoch, and on an epoch's last batch
-    ((5, 7), 100, "16"),                   # last.ckpt at steps no checkpoint interval divides; resumed twice
-    ((9, 13), 3, "4"),                     # clips of 4-16 frames: epochs of different batch counts
+SHORT_CLIPS = ("data.min_frames=4",)  # clips of 4-16 frames: epochs of different batch counts
+
+
+@pytest.mark.parametrize("stops,every,extra", [
+    ((6,), 2, ()), ((8,), 2, ()),          # 4 batches an epoch: mid-epoch, and on an epoch's last batch
+    ((5, 7), 100, ()),                     # last.ckpt at steps no checkpoint interval divides; resumed twice
+    ((9, 13), 3, SHORT_CLIPS),
+    ((4, 7), 2, (*SHORT_CLIPS, "data.synthetic.num_clips=12")),  # one-step epochs, each ending on a checkpoint
+    ((4, 7), 2, (*SHORT_CLIPS, "train.accumulate_grad_batches=3", "data.synthetic.num_clips=100")),  # 3 batches a step, fewer where epochs end
 ])
-def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, monkeypatch, stops, every, lengths):
+def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, monkeypatch, stops, every, extra):
     from flowvid.training import module as training_module
     from flowvid.training.run import train
 
@@ -240,12 +263,12 @@ def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, m
     original = training_module.FlowceptionModule.training_step
 
     def recording(self, batch, idx):
-        seen.append((self.global_step, tuple(batch.sources)))
+        micro = batch if isinstance(batch, list) else [batch]
+        seen.append((self.global_step, tuple(tuple(b.sources) for b in micro)))
         return original(self, batch, idx)
 
     monkeypatch.setattr(training_module.FlowceptionModule, "training_step", recording)
-    over = ["data.tokens_per_batch=4352", "trainer.limit_val_batches=0", f"train.checkpoint_every={every}",
-            f"data.min_frames={lengths}"]
+    over = ["data.tokens_per_batch=4352", "trainer.limit_val_batches=0", f"train.checkpoint_every={every}", *extra]
     total = 16
     train(tiny(*over, f"trainer.max_steps={total}"), tmp_path / "whole")
     whole = list(seen)
@@ -254,5 +277,7 @@ def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, m
     for stop in (*stops[1:], total):
         train(tiny(*over, f"trainer.max_steps={stop}"), tmp_path / "part", resume="auto")
     assert seen == whole
+    if "train.accumulate_grad_batches=3" in extra:  # the case is what it claims: steps of 3 batches and shorter ones
+        assert max(len(step) for _, step in whole) == 3 and min(len(step) for _, step in whole) < 3
     assert_same_params(ckpt_params(tmp_path / "part" / "checkpoints" / "last.ckpt"),
                        ckpt_params(tmp_path / "whole" / "checkpoints" / "last.ckpt"), atol=1e-6)

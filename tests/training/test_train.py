@@ -61,7 +61,8 @@ def test_bad_config_or_missing_data_exit_2_and_create_nothing(tmp_path, capsys):
                  ["model.attention.backend=flex", "trainer.accelerator=cpu"],
                  ["model.attention.backend=varlen", "trainer.accelerator=cpu"], ["trainer.devices=0"],
                  ["trainer.precision=16-mixed"], ["trainer.strategy=fsdp_cpu_offload"],
-                 ["trainer.strategy=fsdp", "trainer.precision=bf16-true"]):
+                 ["trainer.strategy=fsdp", "trainer.precision=bf16-true"], ["train.accumulate_grad_batches=0"],
+                 ["trainer.accumulate_grad_batches=2"], ["trainer.gradient_clip_val=1.0"]):
         assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("flowvid train: error:"), err
