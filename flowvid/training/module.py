@@ -183,12 +183,11 @@ class FlowceptionModule(L.LightningModule):
         if not self.finite_everywhere(self.grad_max()):  # a finite loss can still overflow in backward
             return self.skip(opt, "gradient")
         self.nonfinite_in_a_row = 0
-        if self.cfg.optim.grad_clip > 0:
-            self.clip_grad_norm(self.cfg.optim.grad_clip)
+        grad_norm = self.clip_grad_norm(self.cfg.optim.grad_clip or float("inf"))  # inf: measured, not clipped
         opt.step()
         sched.step()
         self.update_ema()
-        self.log_step(stats, sum(b.num_clips for b in micro))
+        self.log_step(stats, sum(b.num_clips for b in micro), grad_norm)
 
     def accumulate(self, micro: list[PackedClips]) -> list[dict] | str:
         """Forward and backward on each micro-batch, the gradients adding up; returns what the log
@@ -253,14 +252,14 @@ class FlowceptionModule(L.LightningModule):
             return torch.zeros((), device=self.device)
         return torch.stack(torch._foreach_norm(grads, float("inf"))).float().max()
 
-    def clip_grad_norm(self, max_norm: float) -> None:
-        """Clip by the global gradient norm; under FSDP the root unit combines the ranks' shards.
-        (Lightning's clip_gradients refuses FSDP, and fused AdamW under bf16-mixed, though bf16 has
-        no loss scaler to unscale first; 16-mixed is refused in flowvid.training.run.)"""
+    def clip_grad_norm(self, max_norm: float) -> Tensor:
+        """Clip by the global gradient norm and return it (before clipping); under FSDP the root unit
+        combines the ranks' shards. (Lightning's clip_gradients refuses FSDP, and fused AdamW under
+        bf16-mixed, though bf16 has no loss scaler to unscale first; 16-mixed is refused in
+        flowvid.training.run.)"""
         if isinstance(self.model, FSDP):
-            self.model.clip_grad_norm_(max_norm)
-        else:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+            return self.model.clip_grad_norm_(max_norm)
+        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
 
     @torch.no_grad()
     def idle_forward(self, network) -> None:
@@ -296,15 +295,16 @@ class FlowceptionModule(L.LightningModule):
                 "visible": sample.lengths.sum(), "frames": sample.num_frames.sum(), "t": sample.t,
                 "flowing": sample.flowing, "error": per_frame_velocity_error(out.velocity.detach(), sample.v_target)}
 
-    def log_step(self, stats: list[dict], num_clips: int) -> None:
+    def log_step(self, stats: list[dict], num_clips: int, grad_norm: Tensor) -> None:
         """Losses (the sums of the micro-batches' shares), the loss per time bucket, the visible
-        fraction and throughput, over all micro-batches of the step."""
+        fraction and throughput, over all micro-batches of the step; the gradient norm before clipping."""
         now = time.perf_counter()
         visible = sum(s["visible"] for s in stats)
         logs = {f"train/{name}": sum(getattr(s["terms"], field) for s in stats)
                 for name, field in (("loss", "total"), ("velocity", "velocity"), ("insertion", "insertion"))}
         logs["train/visible_fraction"] = visible / sum(s["frames"] for s in stats)
         logs["train/lr"] = self.lr_schedulers().get_last_lr()[0]
+        logs["train/grad_norm"] = grad_norm.float()
         if self._last_step_end is not None:
             dt = now - self._last_step_end
             logs["train/tokens_per_s"] = float(visible) * self.model.tokens_per_frame / dt

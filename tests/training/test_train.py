@@ -24,8 +24,9 @@ def test_cli_trains_exports_and_loads(tmp_path, capsys):
     rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
     cols = rows[0].keys()
     for name in ("train/loss", "train/velocity", "train/insertion", "train/visible_fraction", "train/tokens_per_s",
-                 "val/loss", "val/velocity@0.5", "train/velocity_t0.0-0.2"):
+                 "train/grad_norm", "val/loss", "val/velocity@0.5", "train/velocity_t0.0-0.2"):
         assert name in cols
+    assert all(float(r["train/grad_norm"]) > 0 for r in rows if r["train/grad_norm"])
     assert any(r["val/loss"] for r in rows), "validation ran at step 10"
     assert list((run / "logs").glob("events.out.tfevents.*")), "TensorBoard events written"
     previews = sorted((run / "samples").glob("step00000010_*.gif"))
