@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train from config into a run folder."""
     from flowvid.config import load_config
     from flowvid.training.module import TrainingStopped
-    from flowvid.training.requeue import EXIT_REQUEUED
+    from flowvid.training.requeue import EXIT_INTERRUPTED, EXIT_REQUEUED
     from flowvid.training.run import train
 
     cfg = load_config(args.config, args.overrides)
@@ -136,10 +136,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingStopped as e:
         print(f"flowvid train: stopped: {e}", file=sys.stderr)
         return 1
-    if r.stopped_on_signal:
-        print(f"flowvid train: stopped on SIGUSR1 at step {r.steps} -> {r.last_checkpoint}; continue with "
+    if r.stopped_by:
+        print(f"flowvid train: stopped on {r.stopped_by} at step {r.steps} -> {r.last_checkpoint}; continue with "
               "--resume auto", file=sys.stderr)
-        return EXIT_REQUEUED
+        return EXIT_INTERRUPTED if r.stopped_by == "Ctrl-C" else EXIT_REQUEUED
     print(f"{r.steps} steps ({r.skipped_steps} skipped) -> {r.last_checkpoint}")
     return 0
 

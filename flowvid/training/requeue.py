@@ -1,4 +1,5 @@
-"""SIGUSR1: stop at a step boundary with a checkpoint, and requeue the job under SLURM.
+"""SIGUSR1 and Ctrl-C: stop at a step boundary with a checkpoint (and under SLURM, on SIGUSR1,
+requeue the job).
 
 SLURM sends SIGUSR1 before the time limit when the job asks for it (`--signal=SIGUSR1@90`, see
 tools/slurm_train.sbatch). Lightning's own handler would write a checkpoint inside the signal
@@ -9,6 +10,10 @@ and previews a normal stop would run.
 
 SLURM signals every process of the job step, data-loading workers included; those ignore
 SIGUSR1 (flowvid.data.worker_signals), which would otherwise kill them mid-batch.
+
+Ctrl-C (SIGINT, which a terminal sends to every process of the command, workers included, and
+those ignore it too) stops the same way, without a requeue; a second Ctrl-C stops at once, as
+Lightning does (exit 1, nothing written).
 """
 from __future__ import annotations
 
@@ -24,47 +29,65 @@ import torch.distributed as dist
 
 log = logging.getLogger(__name__)
 EXIT_REQUEUED = 75  # EX_TEMPFAIL: stopped early on purpose, run again with --resume auto
-STOP_SIGNAL = getattr(signal, "SIGUSR1", None)  # POSIX only; elsewhere nothing is installed
+EXIT_INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+STOP_SIGNAL = getattr(signal, "SIGUSR1", None)  # POSIX only; elsewhere only Ctrl-C is handled
+# what stopped a run, by precedence: a rank that got Ctrl-C makes every rank stop as interrupted
+STOPS = (None, "SIGUSR1", "Ctrl-C")
 
 
 class RunPaused(Exception):
-    """Stopped on SIGUSR1 after writing last.ckpt at a step boundary."""
+    """Stopped on SIGUSR1 or Ctrl-C after writing last.ckpt at a step boundary."""
+
+    def __init__(self, message: str, cause: str):
+        super().__init__(message)
+        self.cause = cause  # "SIGUSR1" or "Ctrl-C"
 
 
 class StopFlag:
-    """Set by SIGUSR1 in this process; `any_rank` tells whether any rank got it."""
+    """Set by SIGUSR1 or a first Ctrl-C in this process; `any_rank` tells what any rank got."""
 
     def __init__(self):
-        self.raised, self.installed = False, False
-        self._previous = None
+        self.raised: str | None = None
+        self.installed = False
+        self._previous: dict = {}
 
     def install(self) -> None:
-        if STOP_SIGNAL is None or threading.current_thread() is not threading.main_thread() or self.installed:
+        if threading.current_thread() is not threading.main_thread() or self.installed:
             return
-        self._previous, self.installed = signal.signal(STOP_SIGNAL, signal.SIG_IGN), True
-        # multiprocessing's resource tracker (shared memory of the loader workers) is a process of its
-        # own that SLURM signals too: started now, it inherits the ignored signal (that survives exec).
-        # One started earlier in this process keeps the default action.
-        try:
-            resource_tracker.ensure_running()
-        except OSError as e:
-            log.warning("multiprocessing's resource tracker did not start (%s)", e)
-        signal.signal(STOP_SIGNAL, self._handler)
+        self.installed = True
+        if STOP_SIGNAL is not None:
+            self._previous[STOP_SIGNAL] = signal.signal(STOP_SIGNAL, signal.SIG_IGN)
+            # multiprocessing's resource tracker (shared memory of the loader workers) is a process of
+            # its own that SLURM signals too: started now, it inherits the ignored signal (that survives
+            # exec). One started earlier in this process keeps the default action.
+            try:
+                resource_tracker.ensure_running()
+            except OSError as e:
+                log.warning("multiprocessing's resource tracker did not start (%s)", e)
+            signal.signal(STOP_SIGNAL, self._on_usr1)
+        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_ctrl_c)
 
     def restore(self) -> None:
-        if self.installed:
-            signal.signal(STOP_SIGNAL, self._previous)
-            self.installed = False
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous, self.installed = {}, False
 
-    def _handler(self, signum, frame) -> None:
-        self.raised = True
+    def _on_usr1(self, signum, frame) -> None:
+        self.raised = self.raised or "SIGUSR1"
 
-    def any_rank(self, device) -> bool:
+    def _on_ctrl_c(self, signum, frame) -> None:
+        self.raised = "Ctrl-C"
+        signal.signal(signal.SIGINT, self._previous[signal.SIGINT])  # a second Ctrl-C stops at once
+        log.warning("Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again stops at once, "
+                    "without one)")
+
+    def any_rank(self, device) -> str | None:
+        """What stopped this rank or any other (None, "SIGUSR1" or "Ctrl-C"); every rank must ask."""
         if not (dist.is_available() and dist.is_initialized()):
             return self.raised  # one process: no tensor, so no wait for the device
-        flag = torch.tensor([float(self.raised)], device=device)
+        flag = torch.tensor([float(STOPS.index(self.raised))], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return STOPS[int(flag.item())]
 
 
 def requeue_slurm_job() -> None:

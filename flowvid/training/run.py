@@ -55,7 +55,7 @@ class TrainResult:
     last_checkpoint: Path
     steps: int
     skipped_steps: int
-    stopped_on_signal: bool = False  # SIGUSR1: last.ckpt holds this step, run again to continue
+    stopped_by: str | None = None  # "SIGUSR1" or "Ctrl-C": last.ckpt holds this step, run again to continue
 
 
 def strategy(cfg: Config):
@@ -95,8 +95,8 @@ class LastCheckpoint(L.Callback):
     a save after fit() returns (as ModelCheckpoint's save_last does at train end) records the
     epoch as finished, and a resume from it would skip the rest of that epoch.
 
-    It also acts on SIGUSR1 (flowvid.training.requeue): last.ckpt at the step boundary, a SLURM
-    requeue, and RunPaused, unless the run ends at this step anyway."""
+    It also acts on SIGUSR1 and Ctrl-C (flowvid.training.requeue): last.ckpt at the step boundary,
+    a SLURM requeue (SIGUSR1 only), and RunPaused, unless the run ends at this step anyway."""
 
     def __init__(self, path: Path, every: int):
         self.path, self.every, self.stop = path, every, StopFlag()
@@ -108,14 +108,15 @@ class LastCheckpoint(L.Callback):
         last_step = 0 < trainer.max_steps <= trainer.global_step
         last_epoch = trainer.max_epochs not in (None, -1) and trainer.is_last_batch and \
             trainer.current_epoch + 1 >= trainer.max_epochs
-        pause = self.stop.any_rank(module.device) and not (last_step or last_epoch)
+        cause = self.stop.any_rank(module.device)
+        pause = cause is not None and not (last_step or last_epoch)
         if last_step or last_epoch or pause or trainer.global_step % self.every == 0:
             trainer.save_checkpoint(self.path, weights_only=False)
         if pause:
-            log.warning("SIGUSR1: checkpoint at step %d (%s), stopping", trainer.global_step, self.path)
-            if trainer.is_global_zero:
+            log.warning("%s: checkpoint at step %d (%s), stopping", cause, trainer.global_step, self.path)
+            if trainer.is_global_zero and cause == "SIGUSR1":
                 requeue_slurm_job()
-            raise RunPaused(f"stopped on SIGUSR1 at step {trainer.global_step}")
+            raise RunPaused(f"stopped on {cause} at step {trainer.global_step}", cause)
 
 
 def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
@@ -185,12 +186,12 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
-    paused = False
+    stopped_by = None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except RunPaused:
-        paused = True
+    except RunPaused as e:
+        stopped_by = e.cause
     finally:
         last.stop.restore()  # after Lightning's teardown, which puts back the handlers it found at start
     return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps,
-                       paused)
+                       stopped_by)

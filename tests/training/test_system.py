@@ -61,15 +61,17 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, whole_run):
     assert_same_params(ckpt_params(run / "checkpoints" / "last.ckpt"), whole_run, atol=1e-6)
 
 
-def test_sigusr1_checkpoints_at_a_step_boundary_and_resumes_exactly(tmp_path, whole_run):
-    """SLURM's warning before the time limit: stop after the step, last.ckpt, exit 75, resume.
-    With two loader workers, which must survive the signal the group receives."""
+@pytest.mark.parametrize("signum,cause,code", [(signal.SIGUSR1, "SIGUSR1", 75), (signal.SIGINT, "Ctrl-C", 130)])
+def test_a_stop_signal_checkpoints_at_a_step_boundary_and_resumes_exactly(tmp_path, whole_run, signum, cause, code):
+    """SLURM's warning before the time limit (SIGUSR1) or Ctrl-C (SIGINT to the terminal's process
+    group): stop after the step, last.ckpt, exit 75 or 130, resume. With two loader workers, which
+    must survive the signal the group receives."""
     run = tmp_path / "signalled"
-    proc = start_then_signal(run, signal.SIGUSR1, ["data.num_workers=2"])
+    proc = start_then_signal(run, signum, ["data.num_workers=2"])
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err[-2000:]
+    assert proc.returncode == code, err[-2000:]
     stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
-    assert 10 <= stopped < 40 and f"stopped on SIGUSR1 at step {stopped}" in err
+    assert 10 <= stopped < 40 and f"stopped on {cause} at step {stopped}" in err
     resumed = subprocess.run([*TRAIN, "--run-dir", str(run), "--resume", "auto", *RESUME_RUN],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
