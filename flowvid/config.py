@@ -252,6 +252,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile each block's work around attention (GPU training)
     accumulate_grad_batches: int = 1  # batches per optimizer step (each frame of them counts the same)
     checkpoint_every: int = 1000  # steps between checkpoints (last.ckpt is always the newest)
+    keep_checkpoints: int = 3  # stepNNNNNNNN.ckpt files kept, the newest; 0 = all of them
     preview_clips: int = 2  # clips sampled with the EMA weights at each validation, as GIFs in the run folder
     preview_steps: int = 20
 
@@ -264,6 +265,8 @@ class TrainConfig:
             yield "val_times", f"are fractions of each path's time range, in [0, 1]; got {list(self.val_times)}"
         if self.preview_clips < 0 or self.preview_steps < 1:
             yield "preview_clips", "preview_clips must be >= 0 and preview_steps >= 1"
+        if self.keep_checkpoints < 0:
+            yield "keep_checkpoints", f"must be >= 0 (0 keeps every checkpoint), got {self.keep_checkpoints}"
         if self.accumulate_grad_batches < 1:
             yield "accumulate_grad_batches", f"must be >= 1 (batches per optimizer step), got {self.accumulate_grad_batches}"
         if self.max_nonfinite_steps < 1 or self.checkpoint_every < 1 or self.ema_start < 0:

@@ -141,7 +141,8 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     if not has_val:
         opts["limit_val_batches"] = 0
     ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="step{step:08d}", auto_insert_metric_name=False,
-                           every_n_train_steps=cfg.train.checkpoint_every, save_last=False, save_top_k=3,
+                           every_n_train_steps=cfg.train.checkpoint_every, save_last=False,
+                           save_top_k=cfg.train.keep_checkpoints or -1,
                            monitor="step", mode="max")
     loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
     last = LastCheckpoint(checkpoint_dir(run_dir) / "last.ckpt", cfg.train.checkpoint_every)

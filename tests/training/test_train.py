@@ -55,6 +55,14 @@ def test_epochs_shorter_than_the_logging_interval_are_logged(tmp_path):
     assert [int(r["step"]) for r in rows] == [2, 5]
 
 
+@pytest.mark.parametrize("keep,kept", [(0, [2, 4, 6, 8]), (1, [8]), (3, [4, 6, 8])])
+def test_step_checkpoints_kept(tmp_path, keep, kept):
+    r = train(tiny("trainer.max_steps=8", "train.checkpoint_every=2", f"train.keep_checkpoints={keep}",
+                   "trainer.limit_val_batches=0", "data.synthetic.num_clips=16"), tmp_path / "run")
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step*.ckpt"))
+    assert names == [f"step{s:08d}.ckpt" for s in kept] and r.last_checkpoint.is_file()
+
+
 def test_bad_config_or_missing_data_exit_2_and_create_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     for args in (["data.source=manifest", f"data.manifest={tmp_path / 'missing.jsonl'}"],
