@@ -268,7 +268,7 @@ class TrainConfig:
         if self.keep_checkpoints < 0:
             yield "keep_checkpoints", f"must be >= 0 (0 keeps every checkpoint), got {self.keep_checkpoints}"
         if self.accumulate_grad_batches < 1:
-            yield "accumulate_grad_batches", f"must be >= 1 (batches per optimizer step), got {self.accumulate_grad_batches}"
+            yield "accumulate_grad_batches", f"must be >= 1 (batches a step), got {self.accumulate_grad_batches}"
         if self.max_nonfinite_steps < 1 or self.checkpoint_every < 1 or self.ema_start < 0:
             yield "max_nonfinite_steps", "max_nonfinite_steps and checkpoint_every must be >= 1, ema_start >= 0"
 

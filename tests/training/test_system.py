@@ -255,7 +255,8 @@ SHORT_CLIPS = ("data.min_frames=4",)  # clips of 4-16 frames: epochs of differen
     ((5, 7), 100, ()),                     # last.ckpt at steps no checkpoint interval divides; resumed twice
     ((9, 13), 3, SHORT_CLIPS),
     ((4, 7), 2, (*SHORT_CLIPS, "data.synthetic.num_clips=12")),  # one-step epochs, each ending on a checkpoint
-    ((4, 7), 2, (*SHORT_CLIPS, "train.accumulate_grad_batches=3", "data.synthetic.num_clips=100")),  # 3 batches a step, fewer where epochs end
+    # 3 batches a step, fewer where epochs end
+    ((4, 7), 2, (*SHORT_CLIPS, "train.accumulate_grad_batches=3", "data.synthetic.num_clips=100")),
 ])
 def test_resume_at_and_inside_epoch_boundaries_sees_the_same_batches(tmp_path, monkeypatch, stops, every, extra):
     from flowvid.training import module as training_module
