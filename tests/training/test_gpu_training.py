@@ -11,17 +11,17 @@ from train_helpers import ckpt_params, tiny
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("strategy,backend,compiled", [("auto", "sdpa", False), ("fsdp", "sdpa", False),
-                                                      ("auto", "flex", False), ("auto", "varlen", False),
-                                                      ("auto", "sdpa", True)])
-def test_bf16_mixed_training_on_gpu_resumes(tmp_path, strategy, backend, compiled):
+@pytest.mark.parametrize("strategy,backend,compiled,accumulate", [
+    ("auto", "sdpa", False, 1), ("fsdp", "sdpa", False, 2), ("auto", "flex", False, 1), ("auto", "varlen", False, 1),
+    ("auto", "sdpa", True, 2)])
+def test_bf16_mixed_training_on_gpu_resumes(tmp_path, strategy, backend, compiled, accumulate):
     """bf16-mixed (the GPU default) through the trainer, then a resume from its checkpoint. Compiled
     blocks must not recompile per insertion batch (the limit is lowered and made an error)."""
     import torch._dynamo
 
     opts = ["trainer.accelerator=gpu", "trainer.devices=1", f"trainer.strategy={strategy}",
             f"model.attention.backend={backend}", "trainer.limit_val_batches=1", "trainer.val_check_interval=3",
-            f"train.compile={str(compiled).lower()}"]
+            f"train.compile={str(compiled).lower()}", f"train.accumulate_grad_batches={accumulate}"]
     guard = torch._dynamo.config.patch(recompile_limit=4, fail_on_recompile_limit_hit=True) if compiled else nullcontext()
     with guard:
         r = train(tiny(*opts, "trainer.max_steps=6"), tmp_path)
