@@ -9,6 +9,7 @@ import contextlib
 import copy
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -31,6 +32,24 @@ from flowvid.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 TIME_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # velocity loss is also logged per bucket of t
+
+
+@dataclass
+class MicroBatchStats:
+    """What the training log reports of one micro-batch, without keeping its outputs."""
+
+    terms: LossTerms  # its share of the step's losses, detached
+    visible: Tensor  # () visible frames
+    frames: Tensor  # () frames of its clips at full length
+    t: Tensor  # (M,) per-frame time
+    flowing: Tensor  # (M,) bool
+    error: Tensor  # (M,) per-frame velocity error
+
+    @classmethod
+    def of(cls, terms: LossTerms, sample, out) -> "MicroBatchStats":
+        return cls(LossTerms(*(x.detach() for x in (terms.total, terms.velocity, terms.insertion))),
+                   sample.lengths.sum(), sample.num_frames.sum(), sample.t, sample.flowing,
+                   per_frame_velocity_error(out.velocity.detach(), sample.v_target))
 
 
 class TrainingStopped(Exception):
@@ -178,9 +197,9 @@ class FlowceptionModule(L.LightningModule):
         opt, sched = self.optimizers(), self.lr_schedulers()
         # before any forward: a compiled block under FSDP fails on the last step's sharded gradient
         opt.zero_grad(set_to_none=True)
-        stats = self.accumulate(micro)
-        if isinstance(stats, str):
-            return self.skip(opt, stats)
+        stats = self.accumulate(micro, opt)
+        if stats is None:
+            return
         if not self.finite_everywhere(self.grad_max()):  # a finite loss can still overflow in backward
             return self.skip(opt, "gradient")
         self.nonfinite_in_a_row = 0
@@ -190,9 +209,9 @@ class FlowceptionModule(L.LightningModule):
         self.update_ema()
         self.log_step(stats, sum(b.num_clips for b in micro), grad_norm)
 
-    def accumulate(self, micro: list[PackedClips]) -> list[dict] | str:
-        """Forward and backward on each micro-batch, the gradients adding up; returns what the log
-        needs of each, or why the step is skipped (every rank returns the same)."""
+    def accumulate(self, micro: list[PackedClips], opt) -> list[MicroBatchStats] | None:
+        """Forward and backward on each micro-batch, the gradients adding up; what the log needs of
+        each, or None when the step was skipped (on every rank alike)."""
         gens = [self.generators(b, self.global_step, salt=0) for b in micro]  # draws whatever micro-batch a clip is in
         samples = [self.sample_path(b, g) for b, g in zip(micro, gens) if b.num_clips]
         weights = iter(self.frame_weights(samples))
@@ -203,15 +222,15 @@ class FlowceptionModule(L.LightningModule):
                     self.idle_forward(self.model)
                     release_gathered(self.model)  # as the other ranks do after their non-finite (NaN) skip below
                     self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
-                    return "batch (every read in it failed)"
+                    return self.skip(opt, "batch (every read in it failed)")
                 sample = next(samples)
                 out = self.forward_path(self.model, b, sample, g[0], self.cfg.train.label_dropout)
                 terms = self.global_terms(sample, out, next(weights))
                 if not self.finite_everywhere(terms.total):
                     release_gathered(self.model)
-                    return "loss"
+                    return self.skip(opt, "loss")
                 self.manual_backward(terms.total)
-            stats.append(self.step_stats(terms, sample, out))
+            stats.append(MicroBatchStats.of(terms, sample, out))
         return stats
 
     def grad_sync(self, last: bool):
@@ -289,21 +308,14 @@ class FlowceptionModule(L.LightningModule):
 
     # -- logging ------------------------------------------------------------------------------
 
-    @staticmethod
-    def step_stats(terms: LossTerms, sample, out) -> dict:
-        """What log_step reports of one micro-batch, without keeping its outputs."""
-        return {"terms": LossTerms(*(x.detach() for x in (terms.total, terms.velocity, terms.insertion))),
-                "visible": sample.lengths.sum(), "frames": sample.num_frames.sum(), "t": sample.t,
-                "flowing": sample.flowing, "error": per_frame_velocity_error(out.velocity.detach(), sample.v_target)}
-
-    def log_step(self, stats: list[dict], num_clips: int, grad_norm: Tensor) -> None:
+    def log_step(self, stats: list[MicroBatchStats], num_clips: int, grad_norm: Tensor) -> None:
         """Losses (the sums of the micro-batches' shares), the loss per time bucket, the visible
         fraction and throughput, over all micro-batches of the step; the gradient norm before clipping."""
         now = time.perf_counter()
-        visible = sum(s["visible"] for s in stats)
-        logs = {f"train/{name}": sum(getattr(s["terms"], field) for s in stats)
-                for name, field in (("loss", "total"), ("velocity", "velocity"), ("insertion", "insertion"))}
-        logs["train/visible_fraction"] = visible / sum(s["frames"] for s in stats)
+        visible = sum(s.visible for s in stats)
+        logs = {f"train/{name}": sum(getattr(s.terms, name) for s in stats) for name in ("velocity", "insertion")}
+        logs["train/loss"] = sum(s.terms.total for s in stats)
+        logs["train/visible_fraction"] = visible / sum(s.frames for s in stats)
         logs["train/lr"] = self.lr_schedulers().get_last_lr()[0]
         logs["train/grad_norm"] = grad_norm.float()
         if self._last_step_end is not None:
@@ -311,7 +323,7 @@ class FlowceptionModule(L.LightningModule):
             logs["train/tokens_per_s"] = float(visible) * self.model.tokens_per_frame / dt
             logs["train/clips_per_s"] = num_clips / dt
         self._last_step_end = now
-        t, flowing, err = (torch.cat([s[k] for s in stats]) for k in ("t", "flowing", "error"))
+        t, flowing, err = (torch.cat([getattr(s, k) for s in stats]) for k in ("t", "flowing", "error"))
         bucket = torch.bucketize(t, torch.tensor(TIME_BUCKETS[1:-1], device=t.device))
         for b, (lo, hi) in enumerate(zip(TIME_BUCKETS, TIME_BUCKETS[1:])):
             mask = flowing & (bucket == b)
