@@ -36,8 +36,15 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def resolve_resume(run_dir: str | Path, resume: str | None, model: Any, sharded: bool = False) -> Path | None:
     """None (start fresh), 'auto' (the run's newest checkpoint if there is one) or a checkpoint path.
     A file that is not a flowvid checkpoint, one of another network than `model` (a ModelConfig), or
-    one FSDP cannot resume (`sharded`), fails here, before anything is written."""
+    one FSDP cannot resume (`sharded`), fails here, before anything is written; so does starting
+    fresh in a run folder that holds checkpoints, which would overwrite its last.ckpt and logs."""
     if resume is None:
+        existing = newest_checkpoint(run_dir)
+        if existing is not None:
+            from flowvid.errors import UsageError
+
+            raise UsageError(f"{run_dir} holds a run already (newest checkpoint: {existing.name}); continue it with "
+                             "--resume auto, or start a new run in another --run-dir")
         return None
     path = newest_checkpoint(run_dir) if resume == "auto" else Path(resume)
     if path is None:

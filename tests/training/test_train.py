@@ -203,6 +203,20 @@ def test_resume_with_another_network_is_refused_before_anything_is_written(tmp_p
     assert main([*base, "--resume", "auto", "trainer.max_steps=3", "model.grad_checkpointing=true"]) == 0
 
 
+def test_a_fresh_start_in_a_folder_with_checkpoints_is_refused(tmp_path, capsys):
+    """Forgetting --resume must not overwrite a run's last.ckpt and logs."""
+    run = tmp_path / "run"
+    base = ["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *FAST, "trainer.max_steps=2",
+            "trainer.limit_val_batches=0"]
+    assert main(base) == 0
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    capsys.readouterr()
+    assert main([*base, "trainer.max_steps=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds a run already" in err and "--resume auto" in err, err
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+
+
 def test_fsdp_refuses_optimizer_states_its_loader_would_misread(tmp_path):
     """Lightning's FSDP loader numbers parameters by module position; older flowvid checkpoints
     numbered them in optimizer order (groups counting 0, 1, 2, ...), and one saved before any step
