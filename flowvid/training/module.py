@@ -360,6 +360,7 @@ class FlowceptionModule(L.LightningModule):
             self.write_previews()
         finally:
             release_gathered(self.ema)
+            self._last_step_end = None  # the next step's throughput must not count this validation
 
     def log_validation(self) -> None:
         """Means over every validation clip of all ranks, each clip counting the same (a rank whose
