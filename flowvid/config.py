@@ -251,6 +251,7 @@ class TrainConfig:
     max_nonfinite_steps: int = 5  # consecutive non-finite losses before the run stops
     compile: bool = False  # torch.compile each block's work around attention (GPU training)
     accumulate_grad_batches: int = 1  # batches per optimizer step (each frame of them counts the same)
+    init_from: str = ""  # export folder or .ckpt whose EMA weights start a new run (fine-tuning)
     checkpoint_every: int = 1000  # steps between checkpoints (last.ckpt is always the newest)
     keep_checkpoints: int = 3  # stepNNNNNNNN.ckpt files kept, the newest; 0 = all of them
     preview_clips: int = 2  # clips sampled with the EMA weights at each validation, as GIFs in the run folder

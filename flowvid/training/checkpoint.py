@@ -63,17 +63,24 @@ def resolve_resume(run_dir: str | Path, resume: str | None, model: Any, sharded:
 def check_same_model(path: Path, ckpt: dict, model: Any) -> None:
     """The checkpoint's weights must fit the configured network (names and shapes); settings that
     leave the weights alone (attention backend, gradient checkpointing) may change on resume."""
+    saved = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    check_weights_fit(path, saved, model, "resume with the checkpoint's model settings or start a new run folder")
+
+
+def check_weights_fit(path: str | Path, weights: dict, model: Any, advice: str) -> None:
+    """`weights` (name -> tensor) must be those of the network a ModelConfig describes, name for
+    name and shape for shape; otherwise one line naming the first differences and `advice`."""
     from flowvid.config import ConfigError
     from flowvid.models import SpatioTemporalDiT
 
-    saved = {k[len("model."):]: tuple(v.shape) for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    saved = {k: tuple(v.shape) for k, v in weights.items()}
     with torch.device("meta"):  # shapes only, no memory
         wanted = {k: tuple(v.shape) for k, v in SpatioTemporalDiT(model).state_dict().items()}
     wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
     if wrong:
-        shown = ", ".join(f"{k}: {saved.get(k)} in the checkpoint, {wanted.get(k)} here" for k in wrong[:3])
+        shown = ", ".join(f"{k}: {saved.get(k)} there, {wanted.get(k)} here" for k in wrong[:3])
         raise ConfigError(f"{path} holds another network than the model config ({len(wrong)} tensors differ; "
-                          f"{shown}); resume with the checkpoint's model settings or start a new run folder")
+                          f"{shown}); {advice}")
 
 
 def check_fsdp_can_resume(path: Path, ckpt: dict) -> None:

@@ -60,6 +60,17 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SpatioTemporalDiT, Config]:
     """The EMA model (eval mode) and its config, from an export folder or a .ckpt file."""
+    cfg, weights = read_weights(path)
+    model = SpatioTemporalDiT(cfg.model)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the model its config describes "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device).eval(), cfg
+
+
+def read_weights(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
+    """(config, EMA weights) from an export folder or a .ckpt file."""
     path = Path(path)
     if path.is_dir():
         if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
@@ -73,12 +84,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Sp
         cfg, weights = read_checkpoint(path)
     else:
         raise FileNotFoundError(f"no model at {path} (expected an export folder or a .ckpt file)")
-    model = SpatioTemporalDiT(cfg.model)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model its config describes "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.to(device).eval(), cfg
+    return cfg, weights
 
 
 def _config_from_yaml(text: str, where) -> Config:

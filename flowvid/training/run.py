@@ -20,7 +20,8 @@ from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule
 from flowvid.errors import UsageError
 from flowvid.models.attention import CUDA_ONLY
-from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, resolve_resume
+from flowvid.training.checkpoint import AtomicCheckpointIO, check_weights_fit, checkpoint_dir, resolve_resume
+from flowvid.training.export import read_weights
 from flowvid.training.module import FlowceptionModule
 from flowvid.training.requeue import RunPaused, StopFlag, requeue_slurm_job
 
@@ -159,6 +160,17 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
         raise ConfigError(f"trainer options: {str(e).strip().splitlines()[0]}") from None
 
 
+def initial_weights(cfg: Config) -> dict[str, torch.Tensor] | None:
+    """The weights train.init_from names (an export's or a checkpoint's EMA), checked against the
+    configured network; None without it. Both the trained network and its EMA start from them."""
+    if not cfg.train.init_from:
+        return None
+    _, weights = read_weights(cfg.train.init_from)
+    check_weights_fit(cfg.train.init_from, weights, cfg.model,
+                      "fine-tune with the model settings it was trained with (model.dim, depth, heads, ...)")
+    return weights
+
+
 def write_config(run_dir: Path, cfg: Config) -> None:
     """The resolved config in the run folder, atomically; a resumed run with other settings is noted."""
     path = run_dir / "config.yaml"
@@ -176,10 +188,15 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     run_dir = Path(run_dir)
     # every check that can fail runs before anything is written
     ckpt_path = resolve_resume(run_dir, resume, cfg.model, sharded=cfg.trainer.get("strategy") == "fsdp")
+    start = initial_weights(cfg) if ckpt_path is None else None  # a resumed run has its own weights
     datamodule = VideoDataModule(cfg)
     datamodule.setup()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = FlowceptionModule(cfg)
+    if start is not None:
+        module.model.load_state_dict(start)
+        module.ema.load_state_dict(start)
+        log.info("starting from the EMA weights of %s", cfg.train.init_from)
     trainer = build_trainer(cfg, run_dir, has_val=datamodule.datasets["val"] is not None)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from flowvid.training.module import FlowceptionModule, TrainingStopped
 from flowvid.training.optim import lr_factor
 from flowvid.training.run import train
 
-from train_helpers import FAST, ckpt_params, tiny
+from train_helpers import FAST, assert_same_params, ckpt_params, tiny
 
 
 def test_cli_trains_exports_and_loads(tmp_path, capsys):
@@ -215,6 +215,38 @@ def test_a_fresh_start_in_a_folder_with_checkpoints_is_refused(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds a run already" in err and "--resume auto" in err, err
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+
+
+def test_init_from_an_export_fine_tunes_from_its_weights(tmp_path, capsys):
+    """train.init_from: a new run (other data, other learning rate) starts from an export's EMA
+    weights, in the trained network and its EMA; a resumed run keeps its own. Another network's
+    weights, or no model at the path, are refused in one line before anything is written."""
+    from flowvid.training.export import export_checkpoint
+
+    src = train(tiny("trainer.max_steps=3", "trainer.limit_val_batches=0"), tmp_path / "src")
+    exported = load_file(str(export_checkpoint(src.last_checkpoint, tmp_path / "export") / "model.safetensors"))
+    # a learning rate so small that the weights stay where they started, within float error
+    tune = ["trainer.max_steps=2", "trainer.limit_val_batches=0", "optim.lr=1e-12", "data.synthetic.kind=textures",
+            "seed=1"]  # another seed: a fresh start would begin elsewhere
+    r = train(tiny(*tune, f"train.init_from={tmp_path / 'export'}"), tmp_path / "tuned")
+    state = torch.load(r.last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    for name in ("model", "ema"):
+        assert_same_params({k: state[f"{name}.{k}"] for k in exported}, exported, atol=1e-6)
+    fresh = ckpt_params(train(tiny(*tune), tmp_path / "fresh").last_checkpoint)
+    assert max((fresh["model." + k] - v).abs().max().item() for k, v in exported.items()) > 1e-3
+
+    # resumed with the same settings: the run's checkpoint, not the export, is where it continues from
+    assert train(tiny(*tune, "trainer.max_steps=4", f"train.init_from={tmp_path / 'export'}"), tmp_path / "tuned",
+                 resume="auto").steps == 4
+
+    base = ["train", "-c", "configs/tiny.yaml", *FAST, "trainer.max_steps=2"]
+    for bad, says in ((f"train.init_from={tmp_path / 'missing'}", "no model at"),
+                      (f"train.init_from={tmp_path / 'export'}", "holds another network")):
+        capsys.readouterr()
+        assert main([*base, "--run-dir", str(tmp_path / "bad"), bad, "model.depth=3"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err, err
+        assert not (tmp_path / "bad").exists()
 
 
 def test_fsdp_refuses_optimizer_states_its_loader_would_misread(tmp_path):
