@@ -28,7 +28,7 @@ from flowvid.flow import InsertionPath, LossTerms, insertion_loss, velocity_loss
 from flowvid.flow.losses import per_frame_velocity_error
 from flowvid.models import SpatioTemporalDiT
 from flowvid.models.dit import Block
-from flowvid.training.optim import build_optimizer
+from flowvid.training.optim import apply_settings, build_optimizer
 
 log = logging.getLogger(__name__)
 TIME_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # velocity loss is also logged per bucket of t
@@ -102,6 +102,12 @@ class FlowceptionModule(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches) if self.trainer else 0
         opt, sched = build_optimizer(self.model, self.cfg.optim, total)
         return [opt], [{"scheduler": sched, "interval": "step"}]
+
+    def on_train_start(self) -> None:
+        """After a resume restored the optimizer: the config's optimizer settings, not the checkpoint's."""
+        changed = apply_settings(self.optimizers(use_pl_optimizer=False), self.lr_schedulers(), self.cfg.optim)
+        if changed:
+            log.info("resumed with other optimizer settings: %s", "; ".join(changed))
 
     def configure_model(self) -> None:
         if self.cfg.train.compile:

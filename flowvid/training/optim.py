@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,3 +41,23 @@ def build_optimizer(model: nn.Module, cfg, total_steps: int):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, cfg.warmup_steps, total_steps, schedule, cfg.min_lr_ratio))
     return opt, sched
+
+
+def apply_settings(opt: torch.optim.Optimizer, sched, cfg) -> list[str]:
+    """Put an OptimConfig's learning rate, betas and weight decay into an optimizer and its
+    schedule whose state a checkpoint restored (which holds the settings it was saved with), so
+    that a run resumed with other settings trains with them. The schedule's shape (warmup,
+    decay) comes from the config already: LambdaLR keeps no function in its state. Returns what
+    changed, as "name old -> new"."""
+    before = [dict(g) for g in opt.param_groups]
+    sched.base_lrs = [cfg.lr] * len(opt.param_groups)
+    for group, decay, lam in zip(opt.param_groups, (cfg.weight_decay, 0.0), sched.lr_lambdas):
+        group.update(initial_lr=cfg.lr, lr=cfg.lr * lam(sched.last_epoch), betas=tuple(cfg.betas),
+                     weight_decay=decay)
+    sched._last_lr = [g["lr"] for g in opt.param_groups]  # what get_last_lr() reports
+    changed = []
+    for key, name in (("initial_lr", "optim.lr"), ("betas", "optim.betas"), ("weight_decay", "optim.weight_decay")):
+        old, new = before[0].get(key), opt.param_groups[0][key]
+        if old is not None and tuple(np.atleast_1d(old)) != tuple(np.atleast_1d(new)):
+            changed.append(f"{name} {old} -> {new}")
+    return changed

@@ -249,6 +249,20 @@ def test_init_from_an_export_fine_tunes_from_its_weights(tmp_path, capsys):
         assert not (tmp_path / "bad").exists()
 
 
+def test_a_resumed_run_takes_the_optimizer_settings_of_its_config(tmp_path):
+    """The checkpoint's optimizer state holds the learning rate, betas and weight decay it was
+    saved with; a run resumed with others (a lower learning rate, say) trains with the new ones."""
+    run, base = tmp_path / "run", ["trainer.limit_val_batches=0", "optim.warmup_steps=1", "trainer.log_every_n_steps=1"]
+    train(tiny(*base, "trainer.max_steps=3"), run)
+    new = ["optim.lr=5e-5", "optim.betas=[0.8,0.95]", "optim.weight_decay=0.05"]
+    r = train(tiny(*base, *new, "trainer.max_steps=5"), run, resume="auto")
+    logged = {int(row["step"]): float(row["train/lr"]) for row in csv.DictReader(open(run / "logs" / "metrics.csv"))
+              if row["train/lr"]}
+    assert logged[3] == logged[4] == pytest.approx(5e-5)
+    groups = torch.load(r.last_checkpoint, map_location="cpu", weights_only=True)["optimizer_states"][0]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and all(tuple(g["betas"]) == (0.8, 0.95) for g in groups)
+
+
 def test_fsdp_refuses_optimizer_states_its_loader_would_misread(tmp_path):
     """Lightning's FSDP loader numbers parameters by module position; older flowvid checkpoints
     numbered them in optimizer order (groups counting 0, 1, 2, ...), and one saved before any step
