@@ -52,8 +52,9 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         self.num_replicas, self.rank, self.epoch = num_replicas, rank, 0
         self.accumulate = accumulate  # batches per optimizer step: > 1 yields them in groups (see __iter__)
         self.skipped = 0  # items whose frame range admits no allowed length, last epoch
-        # Resume mid-epoch: (epoch, batches done over all ranks, steps (loader items) this rank's trainer counted)
-        self.resume_at: tuple[int, int, int] | None = None
+        # Resume mid-epoch: (epoch, batches done over all ranks, steps (loader items) this rank's
+        # trainer counted, clips done over all ranks)
+        self.resume_at: tuple[int, int, int, int] | None = None
         # No `sampler` attribute, on purpose: Lightning would call its set_epoch with the count of
         # epochs it has processed, which after resuming from a checkpoint written at the end of a
         # one-step epoch lags the trainer's epoch by one (an epoch's batches came again). The data
@@ -63,47 +64,69 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def all_batches(self) -> list[list[ClipRequest]]:
-        """Every rank's batches for this epoch, before dealing (the same on every rank)."""
+    def requests(self) -> list[ClipRequest]:
+        """This epoch's clips in order, each with its drawn length and seed (the same on every rank)."""
         if self._cache and self._cache[0] == self.epoch:
             return self._cache[1]
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.ranges)) if self.shuffle else np.arange(len(self.ranges))
-        batches, current, tokens, self.skipped = [], [], 0, 0
+        requests, self.skipped = [], 0
         for i in order:
             n = self.lengths.draw(*self.ranges[i], rng)
             if n is None:
                 self.skipped += 1  # too short for the policy; datasets drop such items up front
                 continue
-            full = tokens + n * self.tpf > self.budget or (self.max_clips and len(current) == self.max_clips)
+            requests.append(ClipRequest(int(i), n, int(rng.integers(2**31))))
+        self._cache = (self.epoch, requests)
+        return requests
+
+    def pack(self, requests: Sequence[ClipRequest]) -> list[list[ClipRequest]]:
+        """Greedy packing in order: a batch closes when the next clip would exceed the budget."""
+        batches, current, tokens = [], [], 0
+        for r in requests:
+            full = tokens + r.num_frames * self.tpf > self.budget or (self.max_clips and len(current) == self.max_clips)
             if full:
                 batches.append(current)
                 current, tokens = [], 0
-            current.append(ClipRequest(int(i), n, int(rng.integers(2**31))))
-            tokens += n * self.tpf
-        if current:
-            batches.append(current)
-        self._cache = (self.epoch, batches)
-        return batches
+            current.append(r)
+            tokens += r.num_frames * self.tpf
+        return batches + [current] if current else batches
 
-    def resume(self, epoch: int, global_done: int, local_done: int) -> None:
+    def all_batches(self) -> list[list[ClipRequest]]:
+        """Every rank's batches for this epoch, before dealing (the same on every rank)."""
+        return self.pack(self.requests())
+
+    def resume(self, epoch: int, global_done: int, local_done: int, clips_done: int | None = None) -> None:
         """Continue a checkpointed run: the rest of `epoch`, or the next epoch whole if the
-        checkpoint was written on the epoch's last batch (the trainer then starts the next one)."""
+        checkpoint was written on the epoch's last batch (the trainer then starts the next one).
+        `clips_done`, the epoch's clips all ranks had taken, places the resume by clips: the rest
+        is packed anew, so a run resumed with another token budget takes each clip once. Without
+        it (older checkpoints), `global_done` batches of the packing as it is now are skipped."""
         self.set_epoch(epoch)
-        if global_done >= len(self.all_batches()):
+        if clips_done is None:
+            clips_done = sum(len(b) for b in self.all_batches()[:global_done])
+        if clips_done >= len(self.requests()):
             self.set_epoch(epoch + 1)
             self.resume_at = None
         else:
-            self.resume_at = (epoch, global_done, local_done)
+            self.resume_at = (epoch, global_done, local_done, clips_done)
 
     def _resuming(self) -> bool:
         return self.resume_at is not None and self.resume_at[0] == self.epoch
 
+    def _remaining(self) -> list[list[ClipRequest]]:
+        """The epoch's batches that are left to take: all, or those after a resume's clips."""
+        return self.pack(self.requests()[self.resume_at[3]:]) if self._resuming() else self.all_batches()
+
+    def clips_done(self, global_done: int) -> int:
+        """How many of the epoch's clips all ranks have taken after `global_done` of its batches
+        (those before a resume included); what a checkpoint stores to resume by."""
+        before, skip = (self.resume_at[3], self.resume_at[1]) if self._resuming() else (0, 0)
+        return min(before + sum(len(b) for b in self._remaining()[:global_done - skip]), len(self.requests()))
+
     def _mine(self) -> list[list[ClipRequest]]:
         """This rank's batches: the epoch's batches (less those done before a resume), dealt in turn."""
-        batches = self.all_batches()
-        if self._resuming():
-            batches = batches[self.resume_at[1]:]  # done by all ranks together, whatever their number was
+        batches = self._remaining()  # done by all ranks together, whatever their number was
         if not batches:
             return []
         pad = -len(batches) % self.num_replicas

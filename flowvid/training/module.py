@@ -93,7 +93,8 @@ class FlowceptionModule(L.LightningModule):
         # counts) and the count over all ranks (what lets a run resume on another world size).
         self.batches_in_epoch = 0
         self.global_batches_in_epoch = 0
-        self.resume_position: tuple[int, int, int] | None = None  # (epoch, global done, local done)
+        # (epoch, batches done over all ranks, steps done here, clips done over all ranks or None)
+        self.resume_position: tuple[int, int, int, int | None] | None = None
         self._last_step_end: float | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -424,14 +425,21 @@ class FlowceptionModule(L.LightningModule):
         if self.resume_position is None or self.resume_position[0] != self.current_epoch:
             self.global_batches_in_epoch, self.batches_in_epoch = 0, 0
         else:
-            _, self.global_batches_in_epoch, self.batches_in_epoch = self.resume_position
+            _, self.global_batches_in_epoch, self.batches_in_epoch, _ = self.resume_position
+
+    def clips_in_epoch(self) -> int | None:
+        """The epoch's clips all ranks have taken, from the training loader's batch sampler (None
+        when the loader has another sampler): resuming by clips survives a changed token budget."""
+        loader = self.trainer.train_dataloader if self.trainer.training else None
+        clips_done = getattr(getattr(loader, "batch_sampler", None), "clips_done", None)
+        return clips_done(self.global_batches_in_epoch) if clips_done else None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the config travels as YAML text: loading a checkpoint never needs to unpickle our classes
         checkpoint["flowvid"] = {"config": to_yaml(self.cfg), "epoch": self.current_epoch,
                                  "batches_in_epoch": self.batches_in_epoch,
                                  "global_batches_in_epoch": self.global_batches_in_epoch,
-                                 "skipped_steps": self.skipped_steps}
+                                 "clips_in_epoch": self.clips_in_epoch(), "skipped_steps": self.skipped_steps}
         if not isinstance(self.model, FSDP) and checkpoint.get("optimizer_states"):
             checkpoint["optimizer_states"] = [self.numbered_by_module(s) for s in checkpoint["optimizer_states"]]
 
@@ -453,7 +461,8 @@ class FlowceptionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("flowvid", {})
         local = state.get("batches_in_epoch", 0)
-        self.resume_position = (state.get("epoch", 0), state.get("global_batches_in_epoch", local), local)
+        self.resume_position = (state.get("epoch", 0), state.get("global_batches_in_epoch", local), local,
+                                state.get("clips_in_epoch"))
         # a run restarted mid-epoch gets no on_train_epoch_start: the counters continue from here
-        _, self.global_batches_in_epoch, self.batches_in_epoch = self.resume_position
+        _, self.global_batches_in_epoch, self.batches_in_epoch, _ = self.resume_position
         self.skipped_steps = state.get("skipped_steps", 0)

@@ -95,7 +95,7 @@ def test_resume_on_another_world_size_covers_the_rest_of_the_epoch(old_world, ne
     shards = []
     for rank in range(new_world):
         s = sampler(num_replicas=new_world, rank=rank)
-        s.resume_at = (0, done, done_per_rank)
+        s.resume(0, done, done_per_rank)
         shards.append(list(s))
         assert len(s) == done_per_rank + len(shards[-1])
     assert len({len(x) for x in shards}) == 1
@@ -103,7 +103,7 @@ def test_resume_on_another_world_size_covers_the_rest_of_the_epoch(old_world, ne
     expected = {r.index for b in full[done:] for r in b}
     assert set(rest) == expected, "nothing of the epoch's remainder is lost, nothing done is repeated"
     s = sampler()
-    s.resume_at = (0, done, done_per_rank)
+    s.resume(0, done, done_per_rank)
     s.set_epoch(1)  # the next epoch is whole again
     assert len(s) == len(list(s)) and {r.index for b in s for r in b} == set(range(len(RANGES)))
 
@@ -122,6 +122,29 @@ def test_accumulation_yields_each_ranks_batches_in_steps(world, accumulate):
     # resumed after 2 steps of every rank: the rest of the epoch, in steps again
     done = 2 * accumulate * world
     s = sampler(num_replicas=world, accumulate=accumulate)
-    s.resume_at = (0, done, 2)
+    s.resume(0, done, 2)
     rest = [b for (group,) in s for b in group]
     assert rest == s.all_batches()[done:][::world][:len(rest)] and len(s) == 2 + len(list(s))
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_resume_by_clips_with_another_budget_takes_each_clip_once(world):
+    """A checkpoint stores the clips taken; a run resumed with half the token budget packs the
+    rest anew: nothing repeated, nothing skipped. Batch counts alone would place it wrongly."""
+    old = sampler()
+    done_batches = 4 * world
+    clips = old.clips_done(done_batches)
+    taken = [r.index for b in old.all_batches()[:done_batches] for r in b]
+    assert clips == len(taken)
+    shards = []
+    for rank in range(world):
+        s = sampler(budget=17 * 20, num_replicas=world, rank=rank)
+        s.resume(0, done_batches, 4, clips)
+        shards.append(list(s))
+    rest = [r.index for x in shards for b in x for r in b]  # padding may repeat some of these, never taken ones
+    assert set(taken).isdisjoint(rest) and set(taken) | set(rest) == {r.index for r in old.requests()}
+    assert all(sum(r.num_frames for r in b) * 17 <= 17 * 20 for x in shards for b in x)
+    # where a checkpoint holds no clip count (written before it did), batches of the new packing are skipped
+    s = sampler(budget=17 * 20)
+    s.resume(0, done_batches, 4)
+    assert [b for b in s] == s.all_batches()[done_batches:]

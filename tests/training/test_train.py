@@ -263,6 +263,26 @@ def test_a_resumed_run_takes_the_optimizer_settings_of_its_config(tmp_path):
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and all(tuple(g["betas"]) == (0.8, 0.95) for g in groups)
 
 
+def test_resume_with_another_token_budget_takes_each_clip_of_the_epoch_once(tmp_path, monkeypatch):
+    """Resumed mid-epoch with half the token budget (as after running out of memory), the run
+    packs the epoch's remaining clips anew: every clip of the epoch once, none twice."""
+    from flowvid.training import module as training_module
+
+    seen, original = [], training_module.FlowceptionModule.training_step
+
+    def recording(self, batch, idx):
+        seen.append((self.current_epoch, list(batch.sources)))
+        return original(self, batch, idx)
+
+    monkeypatch.setattr(training_module.FlowceptionModule, "training_step", recording)
+    over = ["trainer.limit_val_batches=0", "train.checkpoint_every=2", "data.synthetic.num_clips=40"]
+    train(tiny(*over, "trainer.max_steps=4"), tmp_path / "run")
+    train(tiny(*over, "data.tokens_per_batch=544", "trainer.max_steps=-1", "trainer.max_epochs=1"), tmp_path / "run",
+          resume="auto")
+    epoch = [source for e, sources in seen if e == 0 for source in sources]
+    assert len(epoch) == len(set(epoch)) == 40 and len(seen) > 4
+
+
 def test_fsdp_refuses_optimizer_states_its_loader_would_misread(tmp_path):
     """Lightning's FSDP loader numbers parameters by module position; older flowvid checkpoints
     numbered them in optimizer order (groups counting 0, 1, 2, ...), and one saved before any step
