@@ -218,20 +218,25 @@ def test_fsdp_on_two_gloo_processes_trains_and_resumes_as_one_process(tmp_path):
 def test_an_empty_batch_on_one_rank_is_skipped_by_both(tmp_path):
     """Rank 1's first validation batch and second training batch have no clips: the ranks stay in
     step (under FSDP the empty rank still joins the forwards' gathers), skip that training step
-    together and train on, under DDP, FSDP and FSDP with compiled blocks, to the same weights."""
+    together and train on, under DDP, FSDP and FSDP with compiled blocks, to the same weights.
+    With two accumulated batches a step, the empty one is step 2's second, after a backward."""
     script = (str(Path(__file__).with_name("ddp_empty_batch.py")),)
+    accumulate = ["train.accumulate_grad_batches=2"]
     weights = {}
-    for name, strategy, extra in (("ddp", "ddp", []), ("fsdp", "fsdp", []),
-                                  ("compiled", "fsdp", ["train.compile=true"])):
+    # emptied: the sanity-check validation batch, and step 2's (second) batch
+    for name, strategy, extra, empty in (("ddp", "ddp", [], "1,3"), ("fsdp", "fsdp", [], "1,3"),
+                                         ("compiled", "fsdp", ["train.compile=true"], "1,3"),
+                                         ("ddp_acc", "ddp", accumulate, "1,5"), ("fsdp_acc", "fsdp", accumulate, "1,5")):
         outs = two_nodes(tmp_path / name, "trainer.max_steps=4", "trainer.limit_val_batches=1",
                          "trainer.val_check_interval=2", "train.preview_steps=2", *extra, script=script,
-                         strategy=strategy, env={"EMPTY_BATCHES": "1,3"})  # the sanity-check validation batch, step 2's
+                         strategy=strategy, env={"EMPTY_BATCHES": empty})
         assert "4 steps (1 skipped)" in outs[0][0]
         weights[name] = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", map_location="cpu",
                                    weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in weights["ddp"].values())
     assert_same_params(weights["fsdp"], weights["ddp"], atol=1e-5)
     assert_same_params(weights["compiled"], weights["fsdp"], atol=1e-4)
+    assert_same_params(weights["fsdp_acc"], weights["ddp_acc"], atol=1e-5)
 
 
 def test_fsdp_on_one_process_equals_a_plain_run(tmp_path):
