@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"flowvid train: stopped on {r.stopped_by} at step {r.steps} -> {r.last_checkpoint}; continue with "
               "--resume auto", file=sys.stderr)
         return EXIT_INTERRUPTED if r.stopped_by == "Ctrl-C" else EXIT_REQUEUED
-    print(f"{r.steps} steps ({r.skipped_steps} skipped) -> {r.last_checkpoint}")
+    print(f"{r.steps} steps ({r.skipped_steps} skipped) in {r.seconds:.1f} s -> {r.last_checkpoint}")
     return 0
 
 

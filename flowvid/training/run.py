@@ -5,6 +5,7 @@ import difflib
 import inspect
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class TrainResult:
     steps: int
     skipped_steps: int
     stopped_by: str | None = None  # "SIGUSR1" or "Ctrl-C": last.ckpt holds this step, run again to continue
+    seconds: float = 0.0  # wall time of trainer.fit (validation and checkpoints included)
 
 
 def strategy(cfg: Config):
@@ -204,7 +206,7 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
-    stopped_by = None
+    stopped_by, started = None, time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except RunPaused as e:
@@ -212,4 +214,4 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     finally:
         last.stop.restore()  # after Lightning's teardown, which puts back the handlers it found at start
     return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps,
-                       stopped_by)
+                       stopped_by, time.perf_counter() - started)
