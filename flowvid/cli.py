@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", default=None, metavar="auto|CKPT",
-                   help="auto: continue the run folder's last checkpoint if there is one; or a .ckpt path")
+                   help="auto: continue the run folder's last checkpoint if there is one; or a .ckpt path. "
+                        "Without it, a run folder that holds checkpoints is refused")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="write a checkpoint's EMA weights (safetensors) and config for sampling")
