@@ -135,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         r = train(cfg, run_dir, args.resume)
     except TrainingStopped as e:
         print(f"flowvid train: stopped: {e}", file=sys.stderr)
+        if e.__cause__ is not None:  # e.g. torch's out-of-memory report, with flowvid -v
+            logging.getLogger("flowvid").debug("cause: %s", e.__cause__)
         return 1
     if r.stopped_by:
         print(f"flowvid train: stopped on {r.stopped_by} at step {r.steps} -> {r.last_checkpoint}; continue with "

@@ -21,9 +21,10 @@ from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule
 from flowvid.errors import UsageError
 from flowvid.models.attention import CUDA_ONLY
-from flowvid.training.checkpoint import AtomicCheckpointIO, check_weights_fit, checkpoint_dir, resolve_resume
+from flowvid.training.checkpoint import (AtomicCheckpointIO, check_weights_fit, checkpoint_dir, newest_checkpoint,
+                                         resolve_resume)
 from flowvid.training.export import read_weights
-from flowvid.training.module import FlowceptionModule
+from flowvid.training.module import FlowceptionModule, TrainingStopped
 from flowvid.training.requeue import RunPaused, StopFlag, requeue_slurm_job
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,17 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
         raise ConfigError(f"trainer options: {str(e).strip().splitlines()[0]}") from None
 
 
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # the former from torch 2.5
+
+
+def out_of_memory(cfg: Config, step: int, run_dir: Path) -> str:
+    """What to do when a step ran out of device memory, in one line."""
+    then = "continue with --resume auto" if newest_checkpoint(run_dir) else "start again"
+    return (f"out of device memory at step {step} with data.tokens_per_batch={cfg.data.tokens_per_batch}: lower it "
+            "and raise train.accumulate_grad_batches by the same factor (the same steps in less memory), or set "
+            f"model.grad_checkpointing=true; then {then}")
+
+
 def initial_weights(cfg: Config) -> dict[str, torch.Tensor] | None:
     """The weights train.init_from names (an export's or a checkpoint's EMA), checked against the
     configured network; None without it. Both the trained network and its EMA start from them."""
@@ -211,6 +223,8 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except RunPaused as e:
         stopped_by = e.cause
+    except OUT_OF_MEMORY as e:
+        raise TrainingStopped(out_of_memory(cfg, trainer.global_step, run_dir)) from e
     finally:
         last.stop.restore()  # after Lightning's teardown, which puts back the handlers it found at start
     return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps,

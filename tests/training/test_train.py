@@ -155,6 +155,25 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch, b
     assert all(torch.isfinite(v).all() for v in params.values())
 
 
+def test_out_of_memory_stops_with_what_to_change(tmp_path, monkeypatch, capsys):
+    """A step that runs out of device memory (simulated: no GPU here) ends the run in one line
+    naming the budget to lower, accumulation and gradient checkpointing, and how to continue."""
+    original, calls = SpatioTemporalDiT.forward, {"n": 0}
+
+    def running_out(self, *args, **kwargs):
+        calls["n"] += self.training
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SpatioTemporalDiT, "forward", running_out)
+    assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(tmp_path / "run"), *FAST,
+                 "trainer.limit_val_batches=0", "train.checkpoint_every=1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "out of device memory at step 2 with data.tokens_per_batch=1088" in err, err
+    assert "train.accumulate_grad_batches" in err and "--resume auto" in err
+
+
 def test_learning_rate_schedule():
     assert lr_factor(0, 10, 100, "constant", 0.0) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100, "cosine", 0.0) == pytest.approx(1.0)
