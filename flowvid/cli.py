@@ -138,11 +138,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if e.__cause__ is not None:  # e.g. torch's out-of-memory report, with flowvid -v
             logging.getLogger("flowvid").debug("cause: %s", e.__cause__)
         return 1
-    if r.stopped_by:
+    if r.stopped_by and r.global_zero:  # every rank stops; one reports
         print(f"flowvid train: stopped on {r.stopped_by} at step {r.steps} -> {r.last_checkpoint}; continue with "
               "--resume auto", file=sys.stderr)
+    if r.stopped_by:
         return EXIT_INTERRUPTED if r.stopped_by == "Ctrl-C" else EXIT_REQUEUED
-    print(f"{r.steps} steps ({r.skipped_steps} skipped) in {r.seconds:.1f} s -> {r.last_checkpoint}")
+    if r.global_zero:
+        print(f"{r.steps} steps ({r.skipped_steps} skipped) in {r.seconds:.1f} s -> {r.last_checkpoint}")
     return 0
 
 

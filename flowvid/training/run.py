@@ -60,6 +60,7 @@ class TrainResult:
     skipped_steps: int
     stopped_by: str | None = None  # "SIGUSR1" or "Ctrl-C": last.ckpt holds this step, run again to continue
     seconds: float = 0.0  # wall time of trainer.fit (validation and checkpoints included)
+    global_zero: bool = True  # this process is rank 0 (the one that reports)
 
 
 def strategy(cfg: Config):
@@ -228,4 +229,4 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     finally:
         last.stop.restore()  # after Lightning's teardown, which puts back the handlers it found at start
     return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps,
-                       stopped_by, time.perf_counter() - started)
+                       stopped_by, time.perf_counter() - started, trainer.is_global_zero)
