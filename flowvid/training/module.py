@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import FSDPStrategy, ParallelStrategy
 from torch import Tensor
-from torch.distributed.fsdp import FullStateDictConfig, StateDictType
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
@@ -390,34 +389,17 @@ class FlowceptionModule(L.LightningModule):
         from flowvid.pipelines.outputs import write_gif
         from flowvid.pipelines.tasks import generate
 
-        network = self.whole_ema()
+        # Every rank samples the same clips (same seeds): a sharded (FSDP) EMA needs all of them. The
+        # sampler's choices follow the network's outputs, the same on every rank (same gathered
+        # weights, inputs and kernels); ranks whose choices differed would wait on each other.
+        samples = generate(self.ema, cfg, num=cfg.train.preview_clips, steps=cfg.train.preview_steps,
+                           seed=cfg.seed, max_frames=2 * cfg.data.max_frames)
         if not self.trainer.is_global_zero:
             return
-        samples = generate(network, cfg, num=cfg.train.preview_clips, steps=cfg.train.preview_steps,
-                           seed=cfg.seed, max_frames=2 * cfg.data.max_frames)
         folder = Path(self.trainer.default_root_dir) / "samples"
         fps = cfg.data.fps or 8.0
         for i, clip in enumerate(samples.clips):
             write_gif(folder / f"step{self.global_step:08d}_{i}.gif", clip, fps)
-
-    def whole_ema(self) -> torch.nn.Module | None:
-        """The EMA network, whole, on rank 0 (None elsewhere). Under FSDP its weights are gathered
-        into a plain copy on rank 0, every rank taking part in the gather. Sampling with the sharded
-        network instead would need every rank in each of its forwards, and the sampler's choices
-        (insertions, stopping), which follow the outputs, to agree on every rank: ranks whose
-        outputs differed in a last bit would wait on each other until the collectives timed out."""
-        if not isinstance(self.ema, FSDP):
-            return self.ema
-        # gathered on the device: FSDP's offload to host memory crashed CPU (gloo) ranks
-        whole = FullStateDictConfig(offload_to_cpu=False, rank0_only=True)
-        with FSDP.state_dict_type(self.ema, StateDictType.FULL_STATE_DICT, whole):
-            state = self.ema.state_dict()
-        if not self.trainer.is_global_zero:
-            return None
-        with torch.device(self.device):
-            network = SpatioTemporalDiT(self.cfg.model)
-        network.load_state_dict(state)
-        return network.eval().requires_grad_(False)
 
     # -- checkpoints --------------------------------------------------------------------------
 
