@@ -60,6 +60,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
         # one-step epoch lags the trainer's epoch by one (an epoch's batches came again). The data
         # module sets the trainer's epoch on each epoch's new loader instead.
         self._cache: tuple[int, list] | None = None
+        self._packed: tuple[tuple[int, int], list] | None = None  # ((epoch, first clip), batches)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -94,7 +95,14 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
 
     def all_batches(self) -> list[list[ClipRequest]]:
         """Every rank's batches for this epoch, before dealing (the same on every rank)."""
-        return self.pack(self.requests())
+        return self._packed_from(0)
+
+    def _packed_from(self, first: int) -> list[list[ClipRequest]]:
+        """The epoch's clips from `first` on, packed; kept, since len() and iter() both ask."""
+        key = (self.epoch, first)
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, self.pack(self.requests()[first:]))
+        return self._packed[1]
 
     def resume(self, epoch: int, global_done: int, local_done: int, clips_done: int | None = None) -> None:
         """Continue a checkpointed run: the rest of `epoch`, or the next epoch whole if the
@@ -116,7 +124,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
 
     def _remaining(self) -> list[list[ClipRequest]]:
         """The epoch's batches that are left to take: all, or those after a resume's clips."""
-        return self.pack(self.requests()[self.resume_at[3]:]) if self._resuming() else self.all_batches()
+        return self._packed_from(self.resume_at[3] if self._resuming() else 0)
 
     def clips_done(self, global_done: int) -> int:
         """How many of the epoch's clips all ranks have taken after `global_done` of its batches
