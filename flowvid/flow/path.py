@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from flowvid.devices import to_device
 from flowvid.flow.schedulers import Kappa, get_kappa
 from flowvid.flow.timedist import GlobalTime
 
@@ -41,33 +42,55 @@ class PathSample:
     active: Tensor  # (m,) bool: insertion loss applies
     context: Tensor  # (m,) bool: clean conditioning frame
     passive: Tensor  # (m,) bool: context frame that never inserts to its right
-    tau: Tensor  # () global time tau_g
+    tau: Tensor  # () global time tau_g, where it was drawn
     num_frames: int  # F, the clip's full length
 
 
 @dataclass
 class PackedPathSample:
-    """Several clips' visible frames concatenated along the frame axis (no padding)."""
+    """Several clips' visible frames concatenated along the frame axis (no padding).
+
+    The frames and their per-frame values are on the frames' device; the layout (position,
+    cu_seqlens, clip, num_frames, tau) is on the host, where the model reads it without waiting
+    for the device."""
 
     x_t: Tensor  # (M, C, H, W), M = sum of the clips' m
     t: Tensor  # (M,)
     index: Tensor  # (M,)
-    position: Tensor  # (M,) compacted positions, restarting at 0 for each clip
+    position: Tensor  # (M,) compacted positions, restarting at 0 for each clip (host)
     flowing: Tensor  # (M,)
     v_target: Tensor  # (M, C, H, W)
     k: Tensor  # (M,)
     active: Tensor  # (M,)
     context: Tensor  # (M,)
     passive: Tensor  # (M,)
-    tau: Tensor  # (B,)
-    num_frames: Tensor  # (B,) each clip's F
-    cu_seqlens: Tensor  # (B + 1,) int32 frame offsets of the clips
-    clip: Tensor  # (M,) which clip each frame belongs to
+    tau: Tensor  # (B,) (host)
+    num_frames: Tensor  # (B,) each clip's F (host)
+    cu_seqlens: Tensor  # (B + 1,) int32 frame offsets of the clips (host)
+    clip: Tensor  # (M,) which clip each frame belongs to (host)
 
     @property
     def lengths(self) -> Tensor:
         """(B,) visible frames per clip."""
         return self.cu_seqlens.diff()
+
+
+@dataclass
+class Visible:
+    """Which frames of one clip are visible at tau_g, with their per-frame values, all where the
+    draws were made (the host in training): only the frames' own work runs on their device."""
+
+    index: Tensor  # (m,) original frame index
+    t: Tensor  # (m,) per-frame time, in the frames' dtype
+    flowing: Tensor  # (m,) bool
+    k: Tensor  # (m,) insertion targets
+    active: Tensor  # (m,) bool
+    context: Tensor  # (m,) bool
+    passive: Tensor  # (m,) bool
+    tau: Tensor  # () tau_g
+
+
+PER_FRAME = tuple(f.name for f in fields(Visible) if f.name != "tau")
 
 
 class InsertionPath:
@@ -146,6 +169,23 @@ class InsertionPath:
                 hi = torch.ones_like(hi)  # the insertion phase only: [lo, 1]
         return lo + (hi - lo) * r
 
+    def visible(self, u: Tensor, tau: Tensor | float, context: Tensor, passive: Tensor,
+                dtype: torch.dtype = torch.float32) -> Visible:
+        """The frames visible at global time tau for delays u, on u's device: tau_i = tau - u_i,
+        visible where tau_i >= 0 (and every context frame), flowing where tau_i < 1."""
+        num_frames = u.shape[0]
+        tau = torch.as_tensor(tau, dtype=torch.float32, device=u.device)
+        tau_i = tau - u  # (F,)
+        visible = (tau_i >= 0) | context
+        index = visible.nonzero().squeeze(1)  # (m,) strictly increasing
+        ctx = context[index]
+        t = torch.where(ctx, 1.0, tau_i[index].clamp(0, 1)).to(dtype)
+        following = torch.cat([index[1:], index.new_tensor([num_frames])])
+        pas = passive[index]
+        active = ~pas if self.kind == "insertion" else torch.zeros_like(pas)
+        return Visible(index=index, t=t, flowing=(tau_i[index] < 1) & ~ctx, k=following - index - 1,
+                       active=active, context=ctx, passive=pas, tau=tau)
+
     def at(
         self,
         x1: Tensor,
@@ -161,28 +201,14 @@ class InsertionPath:
         draws are made): which frames are visible is worked out there, and only the frames' own
         work (gather, noise from `generator`, on x1's device) runs where x1 is, without waiting
         on that device."""
-        num_frames, device = x1.shape[0], x1.device
-        tau = torch.as_tensor(tau, dtype=torch.float32, device=u.device)
-        tau_i = tau - u  # (F,)
-        visible = (tau_i >= 0) | context
-        index = visible.nonzero().squeeze(1)  # (m,) strictly increasing
-        ctx = context[index]
-        t = torch.where(ctx, 1.0, tau_i[index].clamp(0, 1)).to(x1.dtype)
-        flowing = (tau_i[index] < 1) & ~ctx
-        following = torch.cat([index[1:], index.new_tensor([num_frames])])
-        pas = passive[index]
-        active = ~pas if self.kind == "insertion" else torch.zeros_like(pas)
-        index, t, flowing, ctx, pas, active, k, tau = (_to(x, device) for x in (
-            index, t, flowing, ctx, pas, active, following - index - 1, tau))
-        x1v = x1[index]
+        vis = self.visible(u, tau, context, passive, x1.dtype)
+        device = x1.device
+        per_frame = {name: to_device(getattr(vis, name), device) for name in PER_FRAME}
+        x1v = x1[per_frame["index"]]
         x0 = torch.randn(x1v.shape, generator=generator, device=device, dtype=x1.dtype)
-        tb = t.view(-1, *([1] * (x1.dim() - 1)))  # (m, 1, 1, 1)
-        x_t = torch.where(flowing.view_as(tb), tb * x1v + (1 - tb) * x0, x1v)
-        return PathSample(
-            x_t=x_t, t=t, index=index, position=torch.arange(len(index), device=device),
-            flowing=flowing, v_target=x1v - x0, k=k, active=active,
-            context=ctx, passive=pas, tau=tau, num_frames=num_frames,
-        )
+        x_t, v_target = _noised(x1v, x0, per_frame["t"], per_frame["flowing"])
+        return PathSample(x_t=x_t, v_target=v_target, position=torch.arange(len(vis.index), device=device),
+                          tau=vis.tau, num_frames=x1.shape[0], **per_frame)
 
     # -- public sampling -----------------------------------------------------------------
 
@@ -202,6 +228,13 @@ class InsertionPath:
         The delays and the global time are drawn from `generator`, on its device; the noise from
         `noise_generator` (default: `generator`), on x1's device. With a CPU generator for the
         draws and a GPU one for the noise, a clip on the GPU is sampled without host syncs."""
+        u, tau, ctx, pas, noise = self.draw(x1, generator, context, passive, tau, fraction, noise_generator)
+        return self.at(x1, u, tau, ctx, pas, noise)
+
+    def draw(self, x1: Tensor, generator: torch.Generator | None, context: FrameSpec, passive: FrameSpec,
+             tau: float | Tensor | None, fraction: float | None, noise_generator: torch.Generator | None):
+        """The checked task masks, the delays and the global time of one clip (see `sample`), and
+        the generator its noise is drawn from."""
         if x1.dim() != 4:
             raise ValueError(f"frames must be (F, C, H, W), got {tuple(x1.shape)}")
         noise = generator if noise_generator is None else noise_generator
@@ -215,7 +248,7 @@ class InsertionPath:
             tau = self.global_time(u, ctx, generator, fraction)
         elif float(tau) < 0:
             raise ValueError(f"global time tau must be >= 0, got {float(tau)}")
-        return self.at(x1, u, tau, ctx, pas, noise)
+        return u, tau, ctx, pas, noise
 
     def sample_batch(
         self,
@@ -227,10 +260,13 @@ class InsertionPath:
         fraction: float | None = None,
         noise_generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> PackedPathSample:
-        """Clips of different lengths (same C, H, W), sampled in turn and packed without padding.
+        """Clips of different lengths (same C, H, W), sampled in turn and packed without padding;
+        the same values as `sample` on each clip in turn, then `pack`.
 
         `generator` (and `noise_generator`, see `sample`): one shared by all clips, or one per
-        clip (a clip's draws then do not depend on which batch or rank it lands in)."""
+        clip (a clip's draws then do not depend on which batch or rank it lands in). With CPU
+        generators for the draws, each per-frame value reaches the frames' device in one copy for
+        the whole batch and the frames are gathered in one indexing."""
         if len(clips) == 0:
             raise ValueError("sample_batch needs at least one clip, got an empty list")
         shapes = {tuple(c.shape[1:]) for c in clips}
@@ -244,31 +280,51 @@ class InsertionPath:
         noise = list(noise_generator) if isinstance(noise_generator, (list, tuple)) else [noise_generator] * n
         if not len(context) == len(passive) == len(taus) == len(gens) == len(noise) == n:
             raise ValueError(f"context, passive, tau and generators need one entry per clip ({n})")
-        return pack([self.sample(c, g, ctx, pas, tt, fraction, ng)
-                     for c, g, ctx, pas, tt, ng in zip(clips, gens, context, passive, taus, noise)])
+        drawn = []
+        for c, g, ctx, pas, tt, ng in zip(clips, gens, context, passive, taus, noise):
+            u, tau_g, ctx_mask, pas_mask, noise_g = self.draw(c, g, ctx, pas, tt, fraction, ng)
+            vis = self.visible(u, tau_g, ctx_mask, pas_mask, c.dtype)
+            # drawn clip by clip, as `sample` does: a generator shared by draws and noise gives the same values
+            x0 = torch.randn((len(vis.index), *c.shape[1:]), generator=noise_g, device=c.device, dtype=c.dtype)
+            drawn.append((vis, x0))
+        return _pack_visible(clips, drawn)
+
+
+def _noised(x1v: Tensor, x0: Tensor, t: Tensor, flowing: Tensor) -> tuple[Tensor, Tensor]:
+    """(x_t, v_target): x_t = t x1 + (1 - t) x0 on flowing frames, x1 on the others; v = x1 - x0."""
+    tb = t.view(-1, *([1] * (x1v.dim() - 1)))  # (m, 1, 1, 1)
+    return torch.where(flowing.view_as(tb), tb * x1v + (1 - tb) * x0, x1v), x1v - x0
+
+
+def _layout(lengths: list[int], num_frames: list[int], taus: list[Tensor]) -> dict[str, Tensor]:
+    """The packed layout, on the host: positions, cu_seqlens, clip of each frame, F and tau_g per clip."""
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    return dict(position=torch.cat([torch.arange(m) for m in lengths]), cu_seqlens=cu,
+                clip=torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)),
+                num_frames=torch.tensor(num_frames), tau=torch.stack(taus).cpu())
+
+
+def _pack_visible(clips: Sequence[Tensor], drawn: list[tuple[Visible, Tensor]]) -> PackedPathSample:
+    """Pack what sample_batch drew: the per-frame values go to the frames' device in one copy each,
+    the frames are gathered from all clips at once, the layout stays on the host."""
+    device, vis = clips[0].device, [v for v, _ in drawn]
+    per_frame = {name: to_device(torch.cat([getattr(v, name) for v in vis]), device) for name in PER_FRAME}
+    offsets = [0, *torch.tensor([c.shape[0] for c in clips[:-1]]).cumsum(0).tolist()]
+    gather = torch.cat([v.index + off for v, off in zip(vis, offsets)])  # into the clips' frames, concatenated
+    frames = torch.cat(list(clips)) if len(clips) > 1 else clips[0]  # (sum F, C, H, W)
+    x_t, v_target = _noised(frames[to_device(gather, device)], torch.cat([x0 for _, x0 in drawn]),
+                            per_frame["t"], per_frame["flowing"])
+    return PackedPathSample(x_t=x_t, v_target=v_target, **per_frame,
+                            **_layout([len(v.index) for v in vis], [c.shape[0] for c in clips], [v.tau for v in vis]))
 
 
 def pack(samples: Sequence[PathSample]) -> PackedPathSample:
     """Concatenate per-clip samples along frames; cu_seqlens marks the clip boundaries."""
-    per_frame = [f.name for f in fields(PathSample) if f.name not in ("tau", "num_frames")]
+    per_frame = [f.name for f in fields(PathSample) if f.name not in ("tau", "num_frames", "position")]
     cat = {name: torch.cat([getattr(s, name) for s in samples]) for name in per_frame}
-    lengths = torch.tensor([len(s.index) for s in samples])
-    device = samples[0].x_t.device
-    cu = torch.zeros(len(samples) + 1, dtype=torch.int32)
-    cu[1:] = lengths.cumsum(0)
-    num_frames = torch.tensor([s.num_frames for s in samples])
-    clip = torch.repeat_interleave(torch.arange(len(samples)), lengths)
-    return PackedPathSample(
-        **cat,
-        tau=torch.stack([s.tau for s in samples]),
-        num_frames=_to(num_frames, device), cu_seqlens=_to(cu, device), clip=_to(clip, device),
-    )
-
-
-def _to(x: Tensor, device: torch.device) -> Tensor:
-    """x on `device`: from host memory without waiting for the device (non_blocking); from a
-    device to the host blocking, or the result could be read before it lands."""
-    return x.to(device, non_blocking=x.device.type == "cpu")
+    return PackedPathSample(**cat, **_layout([len(s.index) for s in samples], [s.num_frames for s in samples],
+                                             [s.tau for s in samples]))
 
 
 def task_masks(num_frames: int, context: FrameSpec, passive: FrameSpec, device=None) -> tuple[Tensor, Tensor]:

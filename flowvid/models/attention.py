@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flowvid.devices import to_device
 from flowvid.errors import UsageError
 
 BACKENDS = ("sdpa", "reference", "xformers", "flex", "varlen")
@@ -298,7 +299,7 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> T
     cached = layout.cache.get("varlen")
     if cached is None:
         starts = [layout.tokens(b)[0] for b in range(layout.num_clips)] + [len(q)]
-        offsets = torch.tensor(starts, dtype=torch.int32, device=q.device)
+        offsets = to_device(torch.tensor(starts, dtype=torch.int32), q.device)
         cached = layout.cache["varlen"] = (offsets, max(b - a for a, b in zip(starts, starts[1:])))
     offsets, longest = cached
     return varlen_attn(q, k, v, offsets, offsets, longest, longest)
@@ -334,8 +335,8 @@ def flex_block_mask(layout: PackedLayout, device: torch.device):
     from torch.nn.attention.flex_attention import BlockMask
 
     tpf = layout.tokens_per_frame
-    counts = torch.tensor([hi - lo for lo, hi in (layout.frames(b) for b in range(layout.num_clips))], device=device)
-    clip_f = torch.repeat_interleave(torch.arange(layout.num_clips, device=device), counts)  # (M,)
+    counts = torch.tensor([hi - lo for lo, hi in (layout.frames(b) for b in range(layout.num_clips))])
+    clip_f = to_device(torch.repeat_interleave(torch.arange(layout.num_clips), counts), device)  # (M,), made on the host
     pos_f = layout.position.to(device)
     valid_f = None if layout.valid is None else layout.valid.to(device)
     allowed = (clip_f[:, None] == clip_f[None, :]) & layout.frame_mask(pos_f, pos_f, valid_f)  # (M, M)

@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from flowvid.devices import to_device
 from flowvid.flow.losses import rate_and_log_rate
 from flowvid.models.attention import PackedLayout, attend, check_backend
 from flowvid.models.rope import Rope3D
@@ -161,31 +162,40 @@ class SpatioTemporalDiT(nn.Module):
         return torch.cat([centre, torch.stack([rows.flatten(), cols.flatten()], 1).float()])
 
     def conditioning(self, t: Tensor, context: Tensor, passive: Tensor, label: Tensor | None,
-                     frame_clip: Tensor) -> Tensor:
+                     cu: list[int]) -> Tensor:
         """(M, D) per-frame conditioning, already through SiLU (shared by every adaLN layer)."""
         c = self.time_mlp(timestep_features(t).to(self.frame_token.dtype))
         c = c + self.flag_embed(context.long() + passive.long())
         if self.label_embed is not None:
-            null = torch.full((int(frame_clip.max()) + 1,), self.cfg.num_classes, device=t.device)
+            lengths = torch.tensor([b - a for a, b in zip(cu, cu[1:])])
+            frame_clip = to_device(torch.repeat_interleave(torch.arange(len(lengths)), lengths), t.device)  # (M,)
+            null = torch.full((len(lengths),), self.cfg.num_classes, device=t.device)
             label = null if label is None else torch.where(label < 0, self.cfg.num_classes, label)
             c = c + self.label_embed(label[frame_clip])
         return F.silu(c)
 
-    def forward(self, x: Tensor, t: Tensor, position: Tensor, cu_seqlens: Tensor,
+    def forward(self, x: Tensor, t: Tensor, position: Tensor | list[int], cu_seqlens: Tensor | list[int],
                 context: Tensor | None = None, passive: Tensor | None = None,
-                label: Tensor | None = None, valid: Tensor | None = None) -> ModelOutput:
+                label: Tensor | list[int] | None = None, valid: Tensor | None = None) -> ModelOutput:
         """x (M, C, H, W) packed frames; t, position, context, passive, valid (M,); cu_seqlens (B+1,);
-        label (B,) class per clip, -1 = null label."""
+        label (B,) class per clip, -1 = null label.
+
+        All but x may be given on the host: the layout (cu_seqlens, position) and the labels are
+        checked where they are, so given there the forward never waits for the device. They may
+        also be lists of ints, which wrappers such as DDP and FSDP pass on as they are (they move
+        every tensor argument to the device)."""
+        position, label = (v if v is None or isinstance(v, Tensor) else torch.tensor(list(v)) for v in (position, label))
         cu = self._check_inputs(x, t, position, cu_seqlens, label, context=context, passive=passive, valid=valid)
         m = x.shape[0]
+        t, position, context, passive, label, valid = (None if v is None else to_device(v, x.device)
+                                                       for v in (t, position, context, passive, label, valid))
         context = torch.zeros(m, dtype=torch.bool, device=x.device) if context is None else context
         passive = torch.zeros_like(context) if passive is None else passive
-        frame_clip = torch.repeat_interleave(torch.arange(len(cu) - 1, device=x.device), cu_seqlens.diff().long())
 
         p = self.cfg.patch_size
         patches = rearrange(x, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p)  # (M, N, p*p*C)
         h = torch.cat([self.frame_token.expand(m, 1, -1), self.patch(patches)], dim=1)  # (M, N+1, D)
-        c = self.conditioning(t, context, passive, label, frame_clip)
+        c = self.conditioning(t, context, passive, label, cu)
         n1 = self.tokens_per_frame
         coords = torch.cat([position.repeat_interleave(n1)[:, None].float(), self.spatial.repeat(m, 1)], 1)  # (T, 3)
         cos, sin = self.rope.angles(coords)
@@ -209,7 +219,7 @@ class SpatioTemporalDiT(nn.Module):
         return self(sample.x_t, sample.t, sample.position, sample.cu_seqlens, sample.context,
                     sample.passive, label)
 
-    def _check_inputs(self, x: Tensor, t: Tensor, position: Tensor, cu_seqlens: Tensor,
+    def _check_inputs(self, x: Tensor, t: Tensor, position: Tensor, cu_seqlens: Tensor | list[int],
                       label: Tensor | None, **flags: Tensor | None) -> list[int]:
         cfg = self.cfg
         want = (cfg.in_channels, cfg.height, cfg.width)
@@ -221,13 +231,13 @@ class SpatioTemporalDiT(nn.Module):
         for name, flag in flags.items():
             if flag is not None and (flag.shape != (m,) or flag.dtype != torch.bool):
                 raise ValueError(f"{name} must be a ({m},) bool tensor, got {flag.dtype} {tuple(flag.shape)}")
-        cu = [int(v) for v in cu_seqlens.tolist()]
+        cu = [int(v) for v in (cu_seqlens.tolist() if isinstance(cu_seqlens, Tensor) else cu_seqlens)]
         if len(cu) < 2 or cu[0] != 0 or cu[-1] != m or any(b <= a for a, b in zip(cu, cu[1:])):
             raise ValueError(f"cu_seqlens must rise strictly from 0 to {m} (frames per clip >= 1), got {cu}")
         # Positions are compacted: consecutive within each clip (any start). Gapped positions,
         # such as original frame indices, would leak where frames are missing.
         steps = position.diff()
-        steps[torch.tensor(cu[1:-1], device=position.device, dtype=torch.long) - 1] = 1  # clip boundaries
+        steps[to_device(torch.tensor(cu[1:-1], dtype=torch.long), position.device) - 1] = 1  # clip boundaries
         if m > 1 and not bool((steps == 1).all()):
             raise ValueError("position must be compacted (consecutive within each clip, e.g. 0..m-1); "
                              "got gaps, as original frame indices would have")

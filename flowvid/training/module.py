@@ -9,7 +9,7 @@ import contextlib
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +23,7 @@ from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from flowvid.config import Config, to_yaml
 from flowvid.data.clips import PackedClips
+from flowvid.devices import to_device
 from flowvid.flow import InsertionPath, LossTerms, insertion_loss, velocity_loss
 from flowvid.flow.losses import per_frame_velocity_error
 from flowvid.models import SpatioTemporalDiT
@@ -38,8 +39,8 @@ class MicroBatchStats:
     """What the training log reports of one micro-batch, without keeping its outputs."""
 
     terms: LossTerms  # its share of the step's losses, detached
-    visible: Tensor  # () visible frames
-    frames: Tensor  # () frames of its clips at full length
+    visible: int  # visible frames
+    frames: int  # frames of its clips at full length
     t: Tensor  # (M,) per-frame time
     flowing: Tensor  # (M,) bool
     error: Tensor  # (M,) per-frame velocity error
@@ -47,8 +48,53 @@ class MicroBatchStats:
     @classmethod
     def of(cls, terms: LossTerms, sample, out) -> "MicroBatchStats":
         return cls(LossTerms(*(x.detach() for x in (terms.total, terms.velocity, terms.insertion))),
-                   sample.lengths.sum(), sample.num_frames.sum(), sample.t, sample.flowing,
+                   int(sample.cu_seqlens[-1]), int(sample.num_frames.sum()), sample.t, sample.flowing,
                    per_frame_velocity_error(out.velocity.detach(), sample.v_target))
+
+
+@dataclass
+class StepLog:
+    """The training log's sums over the steps since its last written line. The device's share stays
+    there until Lightning writes a line (every trainer.log_every_n_steps): one read per line, not
+    one per step, each of which would make the host wait for the device."""
+
+    steps: int = 0
+    sums: Tensor | None = None  # (4 + 2 * bands,) loss, velocity, insertion, grad norm; per band of t: error, frames
+    visible: int = 0
+    frames: int = 0
+    timed_s: float = 0.0  # steps whose duration is known (not the first, nor one right after a validation)
+    timed_tokens: int = 0
+    timed_clips: int = 0
+
+    def add(self, stats: list[MicroBatchStats], grad_norm: Tensor) -> None:
+        terms = [torch.stack([sum(getattr(s.terms, k) for s in stats) for k in ("total", "velocity", "insertion")])]
+        t, flowing, err = (torch.cat([getattr(s, k) for s in stats]) for k in ("t", "flowing", "error"))
+        band = torch.bucketize(t, torch.tensor(TIME_BUCKETS[1:-1], device=t.device))
+        bands = len(TIME_BUCKETS) - 1
+        # where, not a product: a context frame's error may be inf, and inf * 0 is NaN
+        error = torch.zeros(bands, device=t.device).scatter_add_(0, band, torch.where(flowing, err.float(), 0.0))
+        count = torch.zeros(bands, device=t.device).scatter_add_(0, band, flowing.float())
+        step = torch.cat([*terms, grad_norm.float().reshape(1), error, count]).detach()
+        self.sums = step if self.sums is None else self.sums + step
+        self.steps += 1
+        self.visible += sum(s.visible for s in stats)
+        self.frames += sum(s.frames for s in stats)
+
+    def means(self) -> dict[str, float]:
+        """The logged values: losses and gradient norm per step, velocity error per band of t per
+        frame (bands without frames left out), visible fraction, throughput."""
+        values = self.sums.tolist()  # the one read
+        n, bands = self.steps, len(TIME_BUCKETS) - 1
+        logs = {f"train/{k}": v / n for k, v in zip(("loss", "velocity", "insertion", "grad_norm"), values)}
+        error, count = values[4:4 + bands], values[4 + bands:]
+        for (lo, hi), e, c in zip(zip(TIME_BUCKETS, TIME_BUCKETS[1:]), error, count):
+            if c:
+                logs[f"train/velocity_t{lo:.1f}-{hi:.1f}"] = e / c
+        logs["train/visible_fraction"] = self.visible / self.frames
+        if self.timed_s > 0:
+            logs["train/tokens_per_s"] = self.timed_tokens / self.timed_s
+            logs["train/clips_per_s"] = self.timed_clips / self.timed_s
+        return logs
 
 
 class TrainingStopped(Exception):
@@ -95,6 +141,8 @@ class FlowceptionModule(L.LightningModule):
         # (epoch, batches done over all ranks, steps done here, clips done over all ranks or None)
         self.resume_position: tuple[int, int, int, int | None] | None = None
         self._last_step_end: float | None = None
+        self.step_log = StepLog()
+        self.bar_values: dict[str, float] = {}  # what the progress bar shows: numbers on the host
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -146,12 +194,21 @@ class FlowceptionModule(L.LightningModule):
             noise.append(torch.Generator(device=self.device).manual_seed(mix_seed(seed, 1)))
         return draws, noise
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Only the frames go to the device: the layout, the seeds and the labels stay on the host,
+        where the path's draws and the model's input checks read them without waiting for it."""
+        if isinstance(batch, list):
+            return [self.transfer_batch_to_device(b, device, dataloader_idx) for b in batch]
+        if isinstance(batch, PackedClips):
+            return replace(batch, frames=to_device(batch.frames, device))
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def labels(self, batch: PackedClips, draws: list[torch.Generator], drop: float) -> Tensor | None:
-        """Class labels, each replaced by the null label (-1) with probability `drop`."""
+        """Class labels (on the host), each replaced by the null label (-1) with probability `drop`."""
         if self.cfg.model.num_classes == 0:
             return None
-        keep = torch.stack([torch.rand((), generator=g) >= drop for g in draws]).to(self.device, non_blocking=True)
-        return torch.where(keep, batch.labels.to(self.device), -1)
+        keep = torch.stack([torch.rand((), generator=g) >= drop for g in draws])
+        return torch.where(keep, batch.labels.cpu(), -1)
 
     def loss(self, model, batch: PackedClips, gens: tuple[list[torch.Generator], list[torch.Generator]],
              fraction: float | None = None, drop: float = 0.0):
@@ -166,9 +223,12 @@ class FlowceptionModule(L.LightningModule):
         return self.path.sample_batch(batch.clips(), generator=draws, noise_generator=noise, fraction=fraction)
 
     def forward_path(self, model, batch: PackedClips, sample, draws: list[torch.Generator], drop: float):
-        # model(...), not model.forward_sample: under FSDP only the wrapper's own forward gathers the weights
-        return model(sample.x_t, sample.t, sample.position, sample.cu_seqlens, sample.context, sample.passive,
-                     self.labels(batch, draws, drop))
+        # model(...), not model.forward_sample: under FSDP only the wrapper's own forward gathers the weights.
+        # The layout and labels as lists: DDP and FSDP would move tensors to the device, where the
+        # model's checks would wait for it.
+        labels = self.labels(batch, draws, drop)
+        return model(sample.x_t, sample.t, sample.position.tolist(), sample.cu_seqlens.tolist(), sample.context,
+                     sample.passive, None if labels is None else labels.tolist())
 
     def frame_weights(self, samples: list) -> list[tuple[Tensor, Tensor]]:
         """Per sample, the weights of its mean velocity and insertion losses such that each frame of
@@ -203,11 +263,16 @@ class FlowceptionModule(L.LightningModule):
         opt, sched = self.optimizers(), self.lr_schedulers()
         # before any forward: a compiled block under FSDP fails on the last step's sharded gradient
         opt.zero_grad(set_to_none=True)
-        stats = self.accumulate(micro, opt)
-        if stats is None:
-            return
-        if not self.finite_everywhere(self.grad_max()):  # a finite loss can still overflow in backward
-            return self.skip(opt, "gradient")
+        if self.empty_anywhere(micro):  # before any forward, so that no rank waits in a collective
+            return self.skip(opt, "batch (every read in it failed)")
+        stats = self.accumulate(micro)
+        # the step's one read of the device: were the losses and gradients finite on every rank
+        # (a finite loss can still overflow in backward)
+        loss_ok, grad_ok = self.finite_everywhere(
+            torch.stack([torch.isfinite(torch.stack([s.terms.total for s in stats])).all(),
+                         torch.isfinite(self.grad_max())]))
+        if not (loss_ok and grad_ok):
+            return self.skip(opt, "loss" if not loss_ok else "gradient")
         self.nonfinite_in_a_row = 0
         grad_norm = self.clip_grad_norm(self.cfg.optim.grad_clip or float("inf"))  # inf: measured, not clipped
         opt.step()
@@ -215,29 +280,30 @@ class FlowceptionModule(L.LightningModule):
         self.update_ema()
         self.log_step(stats, sum(b.num_clips for b in micro), grad_norm)
 
-    def accumulate(self, micro: list[PackedClips], opt) -> list[MicroBatchStats] | None:
+    def accumulate(self, micro: list[PackedClips]) -> list[MicroBatchStats]:
         """Forward and backward on each micro-batch, the gradients adding up; what the log needs of
-        each, or None when the step was skipped (on every rank alike)."""
+        each. A non-finite loss goes through backward too (its gradients are dropped with the step):
+        deciding before would make the host wait for each loss."""
         gens = [self.generators(b, self.global_step, salt=0) for b in micro]  # draws whatever micro-batch a clip is in
-        samples = [self.sample_path(b, g) for b, g in zip(micro, gens) if b.num_clips]
-        weights = iter(self.frame_weights(samples))
-        samples, stats = iter(samples), []
-        for j, (b, g) in enumerate(zip(micro, gens)):
+        samples = [self.sample_path(b, g) for b, g in zip(micro, gens)]
+        stats = []
+        for j, (b, g, sample, w) in enumerate(zip(micro, gens, samples, self.frame_weights(samples))):
             with self.grad_sync(last=j == len(micro) - 1):
-                if b.num_clips == 0:  # every read in this batch failed: take part in the collectives, skip everywhere
-                    self.idle_forward(self.model)
-                    release_gathered(self.model)  # as the other ranks do after their non-finite (NaN) skip below
-                    self.finite_everywhere(torch.tensor(float("nan"), device=self.device))
-                    return self.skip(opt, "batch (every read in it failed)")
-                sample = next(samples)
                 out = self.forward_path(self.model, b, sample, g[0], self.cfg.train.label_dropout)
-                terms = self.global_terms(sample, out, next(weights))
-                if not self.finite_everywhere(terms.total):
-                    release_gathered(self.model)
-                    return self.skip(opt, "loss")
+                terms = self.global_terms(sample, out, w)
                 self.manual_backward(terms.total)
             stats.append(MicroBatchStats.of(terms, sample, out))
         return stats
+
+    def empty_anywhere(self, micro: list[PackedClips]) -> bool:
+        """Whether a batch of this step, on this rank or another, has no clips (every read in it
+        failed): every rank then skips the step. Known on the host; ranks compare in one collective."""
+        empty = any(b.num_clips == 0 for b in micro)
+        if not (dist.is_available() and dist.is_initialized()):
+            return empty
+        flag = to_device(torch.tensor([float(empty)]), self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def grad_sync(self, last: bool):
         """DDP averages the gradients over ranks in a step's last backward only; FSDP reduces each
@@ -250,6 +316,7 @@ class FlowceptionModule(L.LightningModule):
     def skip(self, opt, what: str) -> None:
         """Drop this step's gradients (those of earlier micro-batches too) and count a skipped step."""
         opt.zero_grad(set_to_none=True)
+        self._last_step_end = None  # throughput counts the steps taken, over their own time
         self.on_nonfinite(what)
 
     # -- EMA ----------------------------------------------------------------------------------
@@ -263,11 +330,12 @@ class FlowceptionModule(L.LightningModule):
 
     # -- non-finite losses --------------------------------------------------------------------
 
-    def finite_everywhere(self, loss: Tensor) -> bool:
-        flag = torch.isfinite(loss.detach()).float().reshape(1)
+    def finite_everywhere(self, finite: Tensor) -> list[bool]:
+        """Each flag of `finite` (bool), true on every rank; one read of the device."""
+        flags = finite.float().reshape(-1)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        return [bool(f) for f in flags.tolist()]
 
     def grad_max(self) -> Tensor:
         """Largest |gradient| of this rank (its shard under FSDP): finite exactly when every gradient is
@@ -315,28 +383,22 @@ class FlowceptionModule(L.LightningModule):
     # -- logging ------------------------------------------------------------------------------
 
     def log_step(self, stats: list[MicroBatchStats], num_clips: int, grad_norm: Tensor) -> None:
-        """Losses (the sums of the micro-batches' shares), the loss per time bucket, the visible
-        fraction and throughput, over all micro-batches of the step; the gradient norm before clipping."""
-        now = time.perf_counter()
-        visible = sum(s.visible for s in stats)
-        logs = {f"train/{name}": sum(getattr(s.terms, name) for s in stats) for name in ("velocity", "insertion")}
-        logs["train/loss"] = sum(s.terms.total for s in stats)
-        logs["train/visible_fraction"] = visible / sum(s.frames for s in stats)
-        logs["train/lr"] = self.lr_schedulers().get_last_lr()[0]
-        logs["train/grad_norm"] = grad_norm.float()
-        if self._last_step_end is not None:
-            dt = now - self._last_step_end
-            logs["train/tokens_per_s"] = float(visible) * self.model.tokens_per_frame / dt
-            logs["train/clips_per_s"] = num_clips / dt
+        """Adds the step to the log's sums; when Lightning writes a line, logs their means since the
+        last line (StepLog.means) and the learning rate."""
+        now, acc = time.perf_counter(), self.step_log
+        acc.add(stats, grad_norm)
+        if self._last_step_end is not None:  # host time: the step's read of the device waited for its end
+            acc.timed_s += now - self._last_step_end
+            acc.timed_tokens += sum(s.visible for s in stats) * self.model.tokens_per_frame
+            acc.timed_clips += num_clips
         self._last_step_end = now
-        t, flowing, err = (torch.cat([getattr(s, k) for s in stats]) for k in ("t", "flowing", "error"))
-        bucket = torch.bucketize(t, torch.tensor(TIME_BUCKETS[1:-1], device=t.device))
-        for b, (lo, hi) in enumerate(zip(TIME_BUCKETS, TIME_BUCKETS[1:])):
-            mask = flowing & (bucket == b)
-            if mask.any():
-                logs[f"train/velocity_t{lo:.1f}-{hi:.1f}"] = err[mask].mean()
-        self.log_dict(logs, prog_bar=False, batch_size=num_clips)
-        self.log("train/loss_bar", logs["train/loss"], prog_bar=True, logger=False, batch_size=num_clips)
+        if not getattr(self.trainer._logger_connector, "should_update_logs", True):
+            return
+        logs = acc.means()
+        logs["train/lr"] = self.lr_schedulers().get_last_lr()[0]
+        self.log_dict(logs, batch_size=num_clips)
+        self.bar_values["loss"] = logs["train/loss"]
+        self.step_log = StepLog()
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -379,7 +441,9 @@ class FlowceptionModule(L.LightningModule):
         w = self.cfg.loss.insertion_weight
         for q, (lv, li) in zip(self.cfg.train.val_times, means):
             self.log_dict({f"val/velocity@{q:g}": lv, f"val/insertion@{q:g}": li})
-        self.log("val/loss", (means[:, 0] + w * means[:, 1]).mean(), prog_bar=True)
+        val_loss = (means[:, 0] + w * means[:, 1]).mean()
+        self.log("val/loss", val_loss)
+        self.bar_values["val_loss"] = float(val_loss)
 
     def write_previews(self) -> None:
         """A few clips sampled with the EMA weights, as GIFs in the run folder (rank 0 only)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
@@ -95,6 +95,15 @@ def check_trainer_keys(options: dict) -> None:
             raise ConfigError(f"unknown config key 'trainer.{key}'; Lightning Trainer options near it: {', '.join(close)}")
 
 
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar, showing the losses the module last logged, kept as numbers on the host
+    (FlowceptionModule.bar_values): Lightning's own reads the logged tensors at every refresh, which
+    makes the host wait for the device at every step."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        return dict(getattr(pl_module, "bar_values", {}))
+
+
 class LastCheckpoint(L.Callback):
     """last.ckpt every `every` steps and at the run's last step, always written inside the loop:
     a save after fit() returns (as ModelCheckpoint's save_last does at train end) records the
@@ -157,8 +166,9 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # LastCheckpoint requeues at a step boundary, not Lightning's handler mid-step
         plugins.append(SLURMEnvironment(auto_requeue=False))
+    callbacks = [ckpt, last] + ([ProgressBar()] if opts.get("enable_progress_bar", True) is not False else [])
     try:
-        return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=[ckpt, last], plugins=plugins,
+        return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks, plugins=plugins,
                          use_distributed_sampler=False, **opts)
     except (MisconfigurationException, TypeError) as e:  # e.g. accelerator=gpu without one, devices=0
         raise ConfigError(f"trainer options: {str(e).strip().splitlines()[0]}") from None

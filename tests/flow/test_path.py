@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flowvid.config import load_config
-from flowvid.flow import GlobalTime, InsertionPath, get_kappa
+from flowvid.flow import GlobalTime, InsertionPath, get_kappa, pack
 from flowvid.flow.stats import closed_form_visible_stats, measured_visible_stats
 
 KAPPAS = ["linear", "cubic", "cosine"]
@@ -172,17 +172,24 @@ def test_autoregressive_baseline(gen):
 def test_batch_packs_clips_in_order():
     clips = [torch.randn(n, 2, 3, 3) for n in (5, 12, 1, 8)]
     path = InsertionPath()
-    packed = path.sample_batch(clips, generator=torch.Generator().manual_seed(9))
-    g = torch.Generator().manual_seed(9)
-    singles = [path.sample(c, generator=g) for c in clips]
+    context, passive = [[0, 4], None, None, [0]], [[4], None, None, None]
+    packed = path.sample_batch(clips, generator=torch.Generator().manual_seed(9), context=context, passive=passive)
+    g = torch.Generator().manual_seed(9)  # shared by all clips, draws and noise: the order of draws must match
+    singles = [path.sample(c, generator=g, context=ctx, passive=pas) for c, ctx, pas in zip(clips, context, passive)]
     assert packed.lengths.tolist() == [len(s.index) for s in singles]
     assert packed.cu_seqlens.tolist()[0] == 0 and packed.cu_seqlens.dtype == torch.int32
     assert packed.num_frames.tolist() == [5, 12, 1, 8]
+    assert torch.equal(packed.tau, torch.stack([s.tau for s in singles]))
     for b, s in enumerate(singles):
         lo, hi = packed.cu_seqlens[b].item(), packed.cu_seqlens[b + 1].item()
         assert (packed.clip[lo:hi] == b).all()
-        for name in ("x_t", "t", "index", "position", "k", "flowing", "active"):
-            assert torch.equal(getattr(packed, name)[lo:hi], getattr(s, name))
+        for name in ("x_t", "t", "index", "position", "k", "flowing", "active", "v_target", "context", "passive"):
+            assert torch.equal(getattr(packed, name)[lo:hi], getattr(s, name)), name
+    # pack() of the single samples gives the same batch
+    again = pack(singles)
+    for name in ("x_t", "t", "index", "position", "k", "flowing", "active", "v_target", "cu_seqlens", "clip",
+                 "num_frames", "tau"):
+        assert torch.equal(getattr(again, name), getattr(packed, name)), name
 
 
 def test_from_config_uses_every_field():
@@ -226,7 +233,9 @@ def test_sampling_frames_on_a_device_never_waits_on_it(kind):
     clips = [torch.empty(n, 3, 8, 8, device="meta") for n in (16, 9, 4)]
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
     s = path.sample_batch(clips, generator=gens, context=[[0], None, [0, 1]], passive=[None, None, [0]])
-    assert s.x_t.device.type == "meta" and s.t.device.type == "meta" and s.cu_seqlens.device.type == "meta"
+    assert s.x_t.device.type == "meta" and s.t.device.type == "meta" and s.k.device.type == "meta"
+    # the layout stays on the host, where the model reads it without waiting for the device
+    assert all(getattr(s, name).device.type == "cpu" for name in ("position", "cu_seqlens", "clip", "num_frames", "tau"))
     # the same draws on the CPU pick the same frames
     cpu = path.sample_batch([torch.randn(n, 3, 8, 8) for n in (16, 9, 4)],
                             generator=[torch.Generator().manual_seed(i) for i in range(3)],

@@ -81,5 +81,53 @@ def test_path_sampling_on_the_gpu_does_not_wait_for_it():
     assert host < 0.3, f"sampling waited {host:.2f} s for queued GPU work"
     cpu = path.sample_batch([c.cpu() for c in clips], generator=gens("cpu"))
     for name in ("index", "k", "t", "flowing", "active", "tau", "cu_seqlens", "num_frames", "clip", "position"):
-        assert getattr(s, name).device.type == "cuda", name
+        layout = name in ("tau", "cu_seqlens", "num_frames", "clip", "position")  # stays on the host
+        assert getattr(s, name).device.type == ("cpu" if layout else "cuda"), name
         assert torch.equal(getattr(s, name).cpu(), getattr(cpu, name)), name
+
+
+@pytest.mark.parametrize("backend,compiled", [("sdpa", False), ("varlen", False), ("flex", False), ("sdpa", True)])
+def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, compiled):
+    """Through the trainer, each step reads the device once (its finite check); any other read
+    would stall the GPU while the host catches up. Counted by torch's sync debug mode over the
+    steps after warm-up, none of which writes a log line (those read their sums once)."""
+    import warnings
+
+    import lightning as L
+
+    class Count(L.Callback):
+        def __init__(self):
+            self.per_step, self._caught, self._ctx = [], None, None
+
+        def on_train_batch_start(self, trainer, module, batch, idx):
+            if trainer.global_step < 3:  # warm-up: compiled blocks, cuDNN and allocator first calls
+                return
+            torch.cuda.synchronize()
+            self._ctx = warnings.catch_warnings(record=True)
+            self._caught = self._ctx.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, idx):
+            if self._ctx is None:
+                return
+            torch.cuda.set_sync_debug_mode(0)
+            self._ctx.__exit__(None, None, None)
+            self.per_step.append([f"{w.filename}:{w.lineno}" for w in self._caught if "synchroniz" in str(w.message)])
+            self._ctx = None
+
+    import flowvid.training.run as run_module
+
+    count = Count()
+    original = run_module.L.Trainer
+
+    def with_count(*args, callbacks=(), **kwargs):  # first: before last.ckpt is written at the last step
+        return original(*args, callbacks=[count, *callbacks], **kwargs)
+
+    opts = ["trainer.accelerator=gpu", "trainer.devices=1", f"model.attention.backend={backend}",
+            f"train.compile={str(compiled).lower()}", "trainer.limit_val_batches=0", "trainer.max_steps=8",
+            "trainer.log_every_n_steps=100", "train.checkpoint_every=100", "data.num_workers=0"]
+    monkeypatch.setattr(run_module.L, "Trainer", with_count)
+    train(tiny(*opts), tmp_path)
+    assert len(count.per_step) == 5
+    assert all(len(reads) == 1 for reads in count.per_step), count.per_step

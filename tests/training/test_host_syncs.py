@@ -1,0 +1,95 @@
+"""A training step reads the device once, for its finite check: every other read (.item(), bool or
+int of a tensor, indexing by a mask, nonzero, repeat_interleave by tensor counts) would make the
+host wait for the GPU in the middle of the step. Meta tensors hold no data, so such an op on them
+raises: the step's work up to that read runs here on meta tensors, its layout on the host."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.distributed.utils import _to_kwargs
+
+from flowvid.data.clips import Clip, collate_clips
+from flowvid.training.module import FlowceptionModule, StepLog
+from train_helpers import tiny
+
+META = torch.device("meta")
+
+
+def host_batch(lengths, seed=0):
+    """A batch as the loader hands it over: everything on the host."""
+    g = torch.Generator().manual_seed(seed)
+    return collate_clips([Clip(frames=torch.randn(n, 3, 16, 16, generator=g), label=i % 3, fps=8.0, seed=i)
+                          for i, n in enumerate(lengths)])
+
+
+@pytest.fixture
+def module(monkeypatch):
+    m = FlowceptionModule(tiny("model.num_classes=3", "train.label_dropout=0.5")).to(META)
+
+    def as_ddp_does(network, args, kwargs):  # DDP and FSDP move every tensor argument to the device
+        moved_args, moved_kwargs = _to_kwargs(args, kwargs, META, False)
+        return moved_args[0], moved_kwargs[0]
+
+    m.model.register_forward_pre_hook(as_ddp_does, with_kwargs=True)
+    m.trainer = SimpleNamespace(strategy=SimpleNamespace(backward=lambda loss, opt: loss.backward()), global_step=0)
+
+    def host_noise(batch, step, salt):  # meta has no generator: the noise's draws come from the host
+        seeds = batch.seeds.tolist()
+        return [torch.Generator().manual_seed(s) for s in seeds], [torch.Generator().manual_seed(s + 1) for s in seeds]
+
+    monkeypatch.setattr(m, "generators", host_noise)
+    return m
+
+
+def test_reading_a_meta_tensor_raises():
+    """What makes this file's tests able to fail."""
+    x = torch.ones(3, device=META)
+    for read in (lambda: x.sum().item(), lambda: bool(x.any()), lambda: x[x > 0], lambda: x.nonzero(),
+                 lambda: torch.repeat_interleave(torch.arange(3, device=META), x.long())):
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            read()
+
+
+@pytest.mark.parametrize("kind", ["insertion", "full_sequence", "autoregressive"])
+def test_a_training_step_reads_nothing_before_its_finite_check(module, kind):
+    module.path.kind = kind
+    micro = [host_batch([9, 16, 4], seed=1), host_batch([12, 7], seed=2)]  # two accumulated batches
+    on_device = module.transfer_batch_to_device(micro, META, 0)
+    assert all(b.frames.device == META and b.cu_seqlens.device.type == "cpu" for b in on_device)
+    assert not module.empty_anywhere(on_device)
+    stats = module.accumulate(on_device)  # path, labels, forward, losses, backward
+    grads = [p.grad for p in module.model.parameters() if p.grad is not None]
+    assert grads and all(g.device == META for g in grads)
+    log = StepLog()
+    log.add(stats, module.grad_max())
+    log.add(stats, module.grad_max())
+    assert log.steps == 2 and log.sums.device == META
+    assert log.visible == 2 * sum(s.visible for s in stats) and log.frames == 2 * (9 + 16 + 4 + 12 + 7)
+
+
+def test_the_step_log_means_are_those_of_its_steps():
+    """The logged values: per-step means of the losses and gradient norm, per-frame means of the
+    velocity error in each band of t over the interval's flowing frames."""
+    from flowvid.flow import LossTerms
+    from flowvid.training.module import MicroBatchStats
+
+    def stats(total, t, flowing, error):
+        terms = LossTerms(torch.tensor(total), torch.tensor(total / 2), torch.tensor(total / 4))
+        return MicroBatchStats(terms, len(t), 2 * len(t), torch.tensor(t), torch.tensor(flowing), torch.tensor(error))
+
+    log = StepLog()
+    log.add([stats(1.0, [0.1, 0.5, 1.0], [True, True, False], [2.0, 4.0, float("inf")])], torch.tensor(3.0))
+    log.add([stats(2.0, [0.15, 0.9], [True, True], [6.0, 1.0]), stats(0.5, [0.3], [False], [9.0])],
+            torch.tensor(5.0))
+    means = log.means()
+    assert means["train/loss"] == pytest.approx((1.0 + 2.5) / 2)
+    assert means["train/insertion"] == pytest.approx((0.25 + 0.625) / 2)
+    assert means["train/grad_norm"] == pytest.approx(4.0)
+    assert means["train/velocity_t0.0-0.2"] == pytest.approx((2.0 + 6.0) / 2)
+    assert means["train/velocity_t0.4-0.6"] == pytest.approx(4.0)
+    assert means["train/velocity_t0.8-1.0"] == pytest.approx(1.0)
+    assert "train/velocity_t0.2-0.4" not in means  # its only frame was not flowing
+    assert means["train/visible_fraction"] == pytest.approx(0.5)
+    assert "train/tokens_per_s" not in means  # no step was timed
