@@ -338,3 +338,14 @@ def test_compiled_blocks_train_like_eager_without_recompiling_per_batch(tmp_path
         runs[compiled] = ckpt_params(r.last_checkpoint)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0, "the compiled run compiled"
     assert_same_params(runs[True], runs[False], atol=1e-4)
+
+
+def test_the_progress_bar_shows_the_logged_loss(tmp_path, capsys):
+    """The bar shows the numbers the module last logged (it does not read logged tensors, which on a
+    GPU would wait for the device at every refresh)."""
+    run = tmp_path / "run"
+    train(tiny("trainer.enable_progress_bar=true", "trainer.max_steps=6", "trainer.log_every_n_steps=3",
+               "trainer.limit_val_batches=0"), run)
+    bar = capsys.readouterr().out  # Lightning draws its bar on stdout
+    last = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r["train/loss"]][-1]
+    assert f"loss={float(last['train/loss']):.3g}" in bar, bar[-500:]
