@@ -26,7 +26,7 @@ from flowvid.data.clips import PackedClips
 from flowvid.devices import to_device
 from flowvid.flow import InsertionPath, LossTerms, insertion_loss, velocity_loss
 from flowvid.flow.losses import per_frame_velocity_error
-from flowvid.models import SpatioTemporalDiT
+from flowvid.models import SpatioTemporalDiT, forward_flops
 from flowvid.models.dit import Block
 from flowvid.training.optim import apply_settings, build_optimizer
 
@@ -44,12 +44,13 @@ class MicroBatchStats:
     t: Tensor  # (M,) per-frame time
     flowing: Tensor  # (M,) bool
     error: Tensor  # (M,) per-frame velocity error
+    flops: int = 0  # model FLOPs of its forward and backward (3 x the forward's matmuls)
 
     @classmethod
-    def of(cls, terms: LossTerms, sample, out) -> "MicroBatchStats":
+    def of(cls, terms: LossTerms, sample, out, flops: int = 0) -> "MicroBatchStats":
         return cls(LossTerms(*(x.detach() for x in (terms.total, terms.velocity, terms.insertion))),
                    int(sample.cu_seqlens[-1]), int(sample.num_frames.sum()), sample.t, sample.flowing,
-                   per_frame_velocity_error(out.velocity.detach(), sample.v_target))
+                   per_frame_velocity_error(out.velocity.detach(), sample.v_target), flops)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class StepLog:
     timed_s: float = 0.0  # steps whose duration is known (not the first, nor one right after a validation)
     timed_tokens: int = 0
     timed_clips: int = 0
+    timed_flops: int = 0
 
     def add(self, stats: list[MicroBatchStats], grad_norm: Tensor) -> None:
         terms = [torch.stack([sum(getattr(s.terms, k) for s in stats) for k in ("total", "velocity", "insertion")])]
@@ -94,6 +96,7 @@ class StepLog:
         if self.timed_s > 0:
             logs["train/tokens_per_s"] = self.timed_tokens / self.timed_s
             logs["train/clips_per_s"] = self.timed_clips / self.timed_s
+            logs["train/tflops_per_s"] = self.timed_flops / self.timed_s / 1e12
         return logs
 
 
@@ -143,6 +146,7 @@ class FlowceptionModule(L.LightningModule):
         self._last_step_end: float | None = None
         self.step_log = StepLog()
         self.bar_values: dict[str, float] = {}  # what the progress bar shows: numbers on the host
+        self._forward_flops: dict[int, int] = {}  # clip length -> forward FLOPs
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -292,8 +296,16 @@ class FlowceptionModule(L.LightningModule):
                 out = self.forward_path(self.model, b, sample, g[0], self.cfg.train.label_dropout)
                 terms = self.global_terms(sample, out, w)
                 self.manual_backward(terms.total)
-            stats.append(MicroBatchStats.of(terms, sample, out))
+            stats.append(MicroBatchStats.of(terms, sample, out, self.step_flops(sample)))
         return stats
+
+    def step_flops(self, sample) -> int:
+        """Model FLOPs of a forward and backward on the sample's visible frames: 3 x the forward's
+        matrix products (flowvid.models.flops, the convention of MFU figures), from host lengths."""
+        lengths = sample.cu_seqlens.diff().tolist()
+        for m in set(lengths) - self._forward_flops.keys():
+            self._forward_flops[m] = forward_flops(self.cfg.model, m)
+        return 3 * sum(self._forward_flops[m] for m in lengths)
 
     def empty_anywhere(self, micro: list[PackedClips]) -> bool:
         """Whether a batch of this step, on this rank or another, has no clips (every read in it
@@ -391,6 +403,7 @@ class FlowceptionModule(L.LightningModule):
             acc.timed_s += now - self._last_step_end
             acc.timed_tokens += sum(s.visible for s in stats) * self.model.tokens_per_frame
             acc.timed_clips += num_clips
+            acc.timed_flops += sum(s.flops for s in stats)
         self._last_step_end = now
         if not getattr(self.trainer._logger_connector, "should_update_logs", True):
             return

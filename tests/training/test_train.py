@@ -24,7 +24,7 @@ def test_cli_trains_exports_and_loads(tmp_path, capsys):
     rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
     cols = rows[0].keys()
     for name in ("train/loss", "train/velocity", "train/insertion", "train/visible_fraction", "train/tokens_per_s",
-                 "train/grad_norm", "val/loss", "val/velocity@0.5", "train/velocity_t0.0-0.2"):
+                 "train/tflops_per_s", "train/grad_norm", "val/loss", "val/velocity@0.5", "train/velocity_t0.0-0.2"):
         assert name in cols
     assert all(float(r["train/grad_norm"]) > 0 for r in rows if r["train/grad_norm"])
     assert any(r["val/loss"] for r in rows), "validation ran at step 10"
@@ -349,3 +349,20 @@ def test_the_progress_bar_shows_the_logged_loss(tmp_path, capsys):
     bar = capsys.readouterr().out  # Lightning draws its bar on stdout
     last = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r["train/loss"]][-1]
     assert f"loss={float(last['train/loss']):.3g}" in bar, bar[-500:]
+
+
+def test_logged_model_flops_match_the_logged_throughput(tmp_path):
+    """train/tflops_per_s counts 3 x the forward FLOPs of the visible frames (flowvid.models.flops):
+    per visible frame, between those of the shortest and of the longest clip."""
+    from flowvid.models import forward_flops
+
+    cfg = tiny("trainer.max_steps=8", "trainer.log_every_n_steps=2", "trainer.limit_val_batches=0")
+    train(cfg, tmp_path / "run")
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")) if r["train/tflops_per_s"]]
+    assert len(rows) >= 3
+    tokens_per_frame = (cfg.model.height // cfg.model.patch_size) * (cfg.model.width // cfg.model.patch_size) + 1
+    longest = cfg.data.max_frames
+    for r in rows:
+        frames_per_s = float(r["train/tokens_per_s"]) / tokens_per_frame
+        per_frame = float(r["train/tflops_per_s"]) * 1e12 / frames_per_s
+        assert 3 * forward_flops(cfg.model, 1) * 0.999 <= per_frame <= 3 * forward_flops(cfg.model, longest) / longest * 1.001
