@@ -217,9 +217,10 @@ def test_fsdp_on_two_gloo_processes_trains_and_resumes_as_one_process(tmp_path):
 
 def test_an_empty_batch_on_one_rank_is_skipped_by_both(tmp_path):
     """Rank 1's first validation batch and second training batch have no clips: the ranks stay in
-    step (under FSDP the empty rank still joins the forwards' gathers), skip that training step
-    together and train on, under DDP, FSDP and FSDP with compiled blocks, to the same weights.
-    With two accumulated batches a step, the empty one is step 2's second, after a backward."""
+    step (under FSDP the empty rank still joins the validation forwards' gathers; the training step
+    is skipped by both before any forward) and train on, under DDP, FSDP and FSDP with compiled
+    blocks, to the same weights. With two accumulated batches a step, the empty one is step 2's
+    second."""
     script = (str(Path(__file__).with_name("ddp_empty_batch.py")),)
     accumulate = ["train.accumulate_grad_batches=2"]
     weights = {}
