@@ -13,6 +13,7 @@ from flowvid.data.clips import PackedClips, collate_clips
 from flowvid.data.datasets import ManifestDataset, SyntheticDataset
 from flowvid.data.manifest import read_manifest
 from flowvid.data.workers import ignore_stop_signal, worker_context
+from flowvid.devices import to_device
 
 
 def tokens_per_frame(cfg: Config) -> int:
@@ -125,15 +126,14 @@ class VideoDataModule(L.LightningDataModule):
             worker_init_fn=ignore_stop_signal if workers > 0 else None)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        """Only the frames and labels go to the device. The clips' lengths and seeds stay on the
-        host, where the trainer reads them (to split the frames, to seed the path's draws): read
-        back from a GPU, each would wait for the device."""
+        """Only the frames go to the device. The clips' lengths, seeds and labels stay on the host,
+        where the trainer reads them (to split the frames, to seed the path's draws, to drop labels
+        and check them): read back from a GPU, each would wait for the device."""
         if isinstance(batch, list) and all(isinstance(b, PackedClips) for b in batch):  # a step's micro-batches
             return [self.transfer_batch_to_device(b, device, dataloader_idx) for b in batch]
         if not isinstance(batch, PackedClips):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        return replace(batch, frames=batch.frames.to(device, non_blocking=True),
-                       labels=batch.labels.to(device, non_blocking=True))
+        return replace(batch, frames=to_device(batch.frames, device))
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader("train")

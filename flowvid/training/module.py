@@ -9,7 +9,7 @@ import contextlib
 import copy
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -71,7 +71,7 @@ class StepLog:
     def add(self, stats: list[MicroBatchStats], grad_norm: Tensor) -> None:
         terms = [torch.stack([sum(getattr(s.terms, k) for s in stats) for k in ("total", "velocity", "insertion")])]
         t, flowing, err = (torch.cat([getattr(s, k) for s in stats]) for k in ("t", "flowing", "error"))
-        band = torch.bucketize(t, torch.tensor(TIME_BUCKETS[1:-1], device=t.device))
+        band = torch.bucketize(t, to_device(torch.tensor(TIME_BUCKETS[1:-1]), t.device))
         bands = len(TIME_BUCKETS) - 1
         # where, not a product: a context frame's error may be inf, and inf * 0 is NaN
         error = torch.zeros(bands, device=t.device).scatter_add_(0, band, torch.where(flowing, err.float(), 0.0))
@@ -198,21 +198,13 @@ class FlowceptionModule(L.LightningModule):
             noise.append(torch.Generator(device=self.device).manual_seed(mix_seed(seed, 1)))
         return draws, noise
 
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        """Only the frames go to the device: the layout, the seeds and the labels stay on the host,
-        where the path's draws and the model's input checks read them without waiting for it."""
-        if isinstance(batch, list):
-            return [self.transfer_batch_to_device(b, device, dataloader_idx) for b in batch]
-        if isinstance(batch, PackedClips):
-            return replace(batch, frames=to_device(batch.frames, device))
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def labels(self, batch: PackedClips, draws: list[torch.Generator], drop: float) -> Tensor | None:
-        """Class labels (on the host), each replaced by the null label (-1) with probability `drop`."""
+        """Class labels, each replaced by the null label (-1) with probability `drop`; on the host,
+        as the batch's labels are (VideoDataModule.transfer_batch_to_device)."""
         if self.cfg.model.num_classes == 0:
             return None
         keep = torch.stack([torch.rand((), generator=g) >= drop for g in draws])
-        return torch.where(keep, batch.labels.cpu(), -1)
+        return torch.where(keep, batch.labels, -1)
 
     def loss(self, model, batch: PackedClips, gens: tuple[list[torch.Generator], list[torch.Generator]],
              fraction: float | None = None, drop: float = 0.0):
@@ -329,6 +321,7 @@ class FlowceptionModule(L.LightningModule):
         """Drop this step's gradients (those of earlier micro-batches too) and count a skipped step."""
         opt.zero_grad(set_to_none=True)
         self._last_step_end = None  # throughput counts the steps taken, over their own time
+        self.write_log()
         self.on_nonfinite(what)
 
     # -- EMA ----------------------------------------------------------------------------------
@@ -384,7 +377,7 @@ class FlowceptionModule(L.LightningModule):
         self.skipped_steps += 1
         log.warning("non-finite %s at step %d: step skipped (%d in a row, %d in all)",
                     what, self.global_step, self.nonfinite_in_a_row, self.skipped_steps)
-        self.log("train/skipped_steps", float(self.skipped_steps), rank_zero_only=True)
+        self.log("train/skipped_steps", torch.tensor(float(self.skipped_steps)), rank_zero_only=True)
         if self.nonfinite_in_a_row >= self.cfg.train.max_nonfinite_steps:
             path = Path(self.trainer.default_root_dir) / "checkpoints" / "nonfinite.ckpt"
             self.trainer.save_checkpoint(path, weights_only=False)
@@ -405,11 +398,17 @@ class FlowceptionModule(L.LightningModule):
             acc.timed_clips += num_clips
             acc.timed_flops += sum(s.flops for s in stats)
         self._last_step_end = now
-        if not getattr(self.trainer._logger_connector, "should_update_logs", True):
+        self.write_log()
+
+    def write_log(self) -> None:
+        """The means since the last line, when Lightning writes one at this step (a skipped step
+        included: Lightning would write the last line's values again), as host tensors: logged
+        numbers would become device tensors, each copy and read making the host wait."""
+        if self.step_log.steps == 0 or not getattr(self.trainer._logger_connector, "should_update_logs", True):
             return
-        logs = acc.means()
+        logs = self.step_log.means()
         logs["train/lr"] = self.lr_schedulers().get_last_lr()[0]
-        self.log_dict(logs, batch_size=num_clips)
+        self.log_dict({k: torch.tensor(float(v)) for k, v in logs.items()}, batch_size=1)
         self.bar_values["loss"] = logs["train/loss"]
         self.step_log = StepLog()
 

@@ -166,7 +166,8 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     plugins = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # LastCheckpoint requeues at a step boundary, not Lightning's handler mid-step
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    callbacks = [ckpt, last] + ([ProgressBar()] if opts.get("enable_progress_bar", True) is not False else [])
+    bar = opts.get("enable_progress_bar")
+    callbacks = [ckpt, last] + ([ProgressBar()] if bar is None or bool(bar) else [])
     try:
         return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks, plugins=plugins,
                          use_distributed_sampler=False, **opts)

@@ -78,13 +78,14 @@ def test_loaders_pin_batches_only_for_a_cuda_trainer(device, pinned):
     assert dm.train_dataloader().pin_memory is False
 
 
-def test_only_frames_and_labels_go_to_the_device():
-    """The clips' lengths and seeds stay on the host, where the step reads them (meta stands in for a GPU)."""
+def test_only_frames_go_to_the_device():
+    """The clips' lengths, seeds and labels stay on the host, where the step reads them (meta stands
+    in for a GPU)."""
     from flowvid.data.clips import Clip, collate_clips
 
     batch = collate_clips([Clip(torch.zeros(n, 3, 16, 16), label=1, seed=s) for n, s in ((5, 7), (3, 9))])
     moved = VideoDataModule(load_config("configs/tiny.yaml")).transfer_batch_to_device(batch, torch.device("meta"), 0)
-    assert moved.frames.device.type == "meta" and moved.labels.device.type == "meta"
+    assert moved.frames.device.type == "meta" and moved.labels.device.type == "cpu"
     assert moved.cu_seqlens.device.type == "cpu" and moved.seeds.device.type == "cpu"
     assert [c.shape[0] for c in moved.clips()] == [5, 3] and moved.seeds.tolist() == [7, 9]
 

@@ -1,20 +1,61 @@
 """A training step reads the device once, for its finite check: every other read (.item(), bool or
 int of a tensor, indexing by a mask, nonzero, repeat_interleave by tensor counts) would make the
 host wait for the GPU in the middle of the step. Meta tensors hold no data, so such an op on them
-raises: the step's work up to that read runs here on meta tensors, its layout on the host."""
+raises: the step's work up to that read runs here on meta tensors, its layout on the host.
+
+A copy from ordinary host memory to a GPU waits for the device too; such copies must go through
+flowvid.devices.to_device (page-locked, asynchronous). On meta they do not raise, so they are
+watched: any host-to-device copy elsewhere fails the test."""
 from __future__ import annotations
 
+import traceback
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.distributed.utils import _to_kwargs
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from flowvid.data.clips import Clip, collate_clips
+from flowvid.data.module import VideoDataModule
 from flowvid.training.module import FlowceptionModule, StepLog
 from train_helpers import tiny
 
 META = torch.device("meta")
+
+
+class HostToDevice(TorchDispatchMode):
+    """Records ops taking host tensors (not 0-dim: those pass as scalars) to the meta device,
+    except the copies made by flowvid.devices.to_device."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        host = [a for a in args if isinstance(a, torch.Tensor) and a.device.type == "cpu" and a.dim() > 0]
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        to_meta = any(isinstance(o, torch.Tensor) and o.device == META for o in outs)
+        if host and to_meta and not any(f.filename.endswith("flowvid/devices.py") for f in traceback.extract_stack()):
+            self.seen.append(f"{func}: {traceback.extract_stack()[-3]}")
+        return out
+
+
+@pytest.fixture
+def watched(monkeypatch):
+    """Also catches torch.tensor(data, device=...), whose copy the dispatcher does not show."""
+    mode, tensor = HostToDevice(), torch.tensor
+
+    def checked(*args, device=None, **kwargs):
+        if device is not None and torch.device(device).type != "cpu":
+            mode.seen.append(f"torch.tensor(..., device={device}): {traceback.extract_stack()[-2]}")
+        return tensor(*args, device=device, **kwargs)
+
+    monkeypatch.setattr(torch, "tensor", checked)
+    with mode:
+        yield mode
 
 
 def host_batch(lengths, seed=0):
@@ -53,10 +94,10 @@ def test_reading_a_meta_tensor_raises():
 
 
 @pytest.mark.parametrize("kind", ["insertion", "full_sequence", "autoregressive"])
-def test_a_training_step_reads_nothing_before_its_finite_check(module, kind):
+def test_a_training_step_reads_nothing_before_its_finite_check(module, watched, kind):
     module.path.kind = kind
     micro = [host_batch([9, 16, 4], seed=1), host_batch([12, 7], seed=2)]  # two accumulated batches
-    on_device = module.transfer_batch_to_device(micro, META, 0)
+    on_device = VideoDataModule(module.cfg).transfer_batch_to_device(micro, META, 0)  # as the trainer moves them
     assert all(b.frames.device == META and b.cu_seqlens.device.type == "cpu" for b in on_device)
     assert not module.empty_anywhere(on_device)
     stats = module.accumulate(on_device)  # path, labels, forward, losses, backward
@@ -67,6 +108,17 @@ def test_a_training_step_reads_nothing_before_its_finite_check(module, kind):
     log.add(stats, module.grad_max())
     assert log.steps == 2 and log.sums.device == META
     assert log.visible == 2 * sum(s.visible for s in stats) and log.frames == 2 * (9 + 16 + 4 + 12 + 7)
+    finite = torch.stack([torch.isfinite(torch.stack([s.terms.total for s in stats])).all(),
+                          torch.isfinite(module.grad_max())])  # what the step reads, built without a copy
+    assert finite.device == META
+    assert not watched.seen, watched.seen
+
+
+def test_the_watch_sees_copies_from_ordinary_host_memory(watched):
+    """What makes the copy watch able to fail (a host tensor mixed into a meta op raises by itself)."""
+    torch.ones(3).to(META)
+    torch.tensor([1.0, 2.0], device=META)
+    assert len(watched.seen) == 2, watched.seen
 
 
 def test_the_step_log_means_are_those_of_its_steps():
