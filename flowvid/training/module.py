@@ -455,7 +455,8 @@ class FlowceptionModule(L.LightningModule):
             self.log_dict({f"val/velocity@{q:g}": lv, f"val/insertion@{q:g}": li})
         val_loss = (means[:, 0] + w * means[:, 1]).mean()
         self.log("val/loss", val_loss)
-        self.bar_values["val_loss"] = float(val_loss)
+        if not self.trainer.sanity_checking:  # Lightning drops the sanity check's logs too
+            self.bar_values["val_loss"] = float(val_loss)
 
     def write_previews(self) -> None:
         """A few clips sampled with the EMA weights, as GIFs in the run folder (rank 0 only)."""

@@ -101,7 +101,8 @@ class ProgressBar(TQDMProgressBar):
     makes the host wait for the device at every step."""
 
     def get_metrics(self, trainer, pl_module) -> dict:
-        return dict(getattr(pl_module, "bar_values", {}))
+        values = getattr(pl_module, "bar_values", {})
+        return {k: values[k] for k in ("loss", "val_loss") if k in values}
 
 
 class LastCheckpoint(L.Callback):
