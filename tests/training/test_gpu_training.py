@@ -90,19 +90,22 @@ def test_path_sampling_on_the_gpu_does_not_wait_for_it():
 def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, compiled):
     """Through the trainer, each step reads the device once (its finite check); any other read
     would stall the GPU while the host catches up. Counted by torch's sync debug mode over the
-    steps after warm-up, none of which writes a log line (those read their sums once)."""
+    steps after warm-up that compiled nothing, none of which writes a log line (those read their
+    sums once)."""
     import warnings
 
     import lightning as L
+    from torch._dynamo.utils import counters
 
     class Count(L.Callback):
         def __init__(self):
-            self.per_step, self._caught, self._ctx = [], None, None
+            self.per_step, self._caught, self._ctx, self._graphs = [], None, None, 0
 
         def on_train_batch_start(self, trainer, module, batch, idx):
             if trainer.global_step < 3:  # warm-up: compiled blocks, cuDNN and allocator first calls
                 return
             torch.cuda.synchronize()
+            self._graphs = counters["stats"]["unique_graphs"]
             self._ctx = warnings.catch_warnings(record=True)
             self._caught = self._ctx.__enter__()
             warnings.simplefilter("always")
@@ -113,7 +116,9 @@ def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, 
                 return
             torch.cuda.set_sync_debug_mode(0)
             self._ctx.__exit__(None, None, None)
-            self.per_step.append([f"{w.filename}:{w.lineno}" for w in self._caught if "synchroniz" in str(w.message)])
+            if counters["stats"]["unique_graphs"] == self._graphs:  # a step that compiled may read the device
+                self.per_step.append([f"{w.filename}:{w.lineno}" for w in self._caught
+                                      if "synchroniz" in str(w.message)])
             self._ctx = None
 
     import flowvid.training.run as run_module
@@ -129,5 +134,5 @@ def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, 
             "trainer.log_every_n_steps=100", "train.checkpoint_every=100", "data.num_workers=0"]
     monkeypatch.setattr(run_module.L, "Trainer", with_count)
     train(tiny(*opts), tmp_path)
-    assert len(count.per_step) == 5
+    assert len(count.per_step) >= 3, f"{5 - len(count.per_step)} of the 5 counted steps compiled a graph"
     assert all(len(reads) == 1 for reads in count.per_step), count.per_step
