@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule
 from flowvid.errors import UsageError
+from flowvid.models import count_parameters
 from flowvid.models.attention import CUDA_ONLY
 from flowvid.training.checkpoint import (AtomicCheckpointIO, check_weights_fit, checkpoint_dir, newest_checkpoint,
                                          resolve_resume)
@@ -161,6 +162,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
                            monitor="step", mode="max")
     loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
     last = LastCheckpoint(checkpoint_dir(run_dir) / "last.ckpt", cfg.train.checkpoint_every)
+    opts.setdefault("enable_model_summary", False)  # its table counts no FLOPs; run_summary says what trains
     # The packed batch count differs from epoch to epoch, and Lightning reads a loader's length when
     # it makes it: a new loader (and length) each epoch keeps every epoch whole.
     opts.setdefault("reload_dataloaders_every_n_epochs", 1)
@@ -198,6 +200,18 @@ def initial_weights(cfg: Config) -> dict[str, torch.Tensor] | None:
     return weights
 
 
+def run_summary(cfg: Config, run_dir: Path, trainer: L.Trainer) -> str:
+    """One line on what trains where (Lightning's own table shows no FLOPs and is off by default)."""
+    m = cfg.model
+    tokens = (m.height // m.patch_size) * (m.width // m.patch_size) + 1
+    accumulate = cfg.train.accumulate_grad_batches
+    return (f"training {count_parameters(m) / 1e6:.1f}M parameters (dim {m.dim}, depth {m.depth}, {m.heads} heads, "
+            f"{m.attention.backend.value} attention, {tokens} tokens a frame) on the {cfg.path.kind.value} path, "
+            f"{cfg.data.tokens_per_batch} tokens a batch{f' x {accumulate} a step' if accumulate > 1 else ''}, "
+            f"{trainer.world_size} device(s), precision {trainer.precision}; "
+            f"logs: tensorboard --logdir {run_dir / 'logs'}")
+
+
 def write_config(run_dir: Path, cfg: Config) -> None:
     """The resolved config in the run folder, atomically; a resumed run with other settings is noted."""
     path = run_dir / "config.yaml"
@@ -228,6 +242,7 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, cfg)
+        log.info(run_summary(cfg, run_dir, trainer))
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))

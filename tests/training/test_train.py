@@ -18,7 +18,11 @@ from train_helpers import FAST, assert_same_params, ckpt_params, tiny
 def test_cli_trains_exports_and_loads(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(run), *FAST, "trainer.max_steps=12"]) == 0
-    assert "12 steps (0 skipped)" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "12 steps (0 skipped)" in printed.out
+    assert f"training 0.2M parameters (dim 64, depth 2, 4 heads, sdpa attention, 17 tokens a frame) on the insertion " \
+           f"path, 1088 tokens a batch, 1 device(s), precision 32-true; logs: tensorboard --logdir {run / 'logs'}" \
+           in printed.err, printed.err
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "checkpoints" / "step00000010.ckpt").is_file()
     rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
