@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ class StepLog:
     def add(self, stats: list[MicroBatchStats], grad_norm: Tensor) -> None:
         terms = [torch.stack([sum(getattr(s.terms, k) for s in stats) for k in ("total", "velocity", "insertion")])]
         t, flowing, err = (torch.cat([getattr(s, k) for s in stats]) for k in ("t", "flowing", "error"))
-        band = torch.bucketize(t, to_device(torch.tensor(TIME_BUCKETS[1:-1]), t.device))
+        band = torch.bucketize(t, band_edges(t.device))
         bands = len(TIME_BUCKETS) - 1
         # where, not a product: a context frame's error may be inf, and inf * 0 is NaN
         error = torch.zeros(bands, device=t.device).scatter_add_(0, band, torch.where(flowing, err.float(), 0.0))
@@ -84,20 +85,30 @@ class StepLog:
 
     def means(self) -> dict[str, float]:
         """The logged values: losses and gradient norm per step, velocity error per band of t per
-        frame (bands without frames left out), visible fraction, throughput."""
-        values = self.sums.tolist()  # the one read
-        n, bands = self.steps, len(TIME_BUCKETS) - 1
-        logs = {f"train/{k}": v / n for k, v in zip(("loss", "velocity", "insertion", "grad_norm"), values)}
+        frame, visible fraction, throughput. NaN where there is nothing to average (a band without
+        flowing frames, no timed step, only skipped steps): Lightning would repeat a left-out
+        key's previous value."""
+        bands, nan = len(TIME_BUCKETS) - 1, float("nan")
+        values = self.sums.tolist() if self.steps else [nan] * (4 + 2 * bands)  # the one read
+        logs = {f"train/{k}": _ratio(v, self.steps) for k, v in zip(("loss", "velocity", "insertion", "grad_norm"), values)}
         error, count = values[4:4 + bands], values[4 + bands:]
         for (lo, hi), e, c in zip(zip(TIME_BUCKETS, TIME_BUCKETS[1:]), error, count):
-            if c:
-                logs[f"train/velocity_t{lo:.1f}-{hi:.1f}"] = e / c
-        logs["train/visible_fraction"] = self.visible / self.frames
-        if self.timed_s > 0:
-            logs["train/tokens_per_s"] = self.timed_tokens / self.timed_s
-            logs["train/clips_per_s"] = self.timed_clips / self.timed_s
-            logs["train/tflops_per_s"] = self.timed_flops / self.timed_s / 1e12
+            logs[f"train/velocity_t{lo:.1f}-{hi:.1f}"] = _ratio(e, c)
+        logs["train/visible_fraction"] = _ratio(self.visible, self.frames)
+        logs["train/tokens_per_s"] = _ratio(self.timed_tokens, self.timed_s)
+        logs["train/clips_per_s"] = _ratio(self.timed_clips, self.timed_s)
+        logs["train/tflops_per_s"] = _ratio(self.timed_flops / 1e12, self.timed_s)
         return logs
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+@functools.lru_cache
+def band_edges(device: torch.device) -> Tensor:
+    """The inner edges of the time bands on `device`, copied there once."""
+    return to_device(torch.tensor(TIME_BUCKETS[1:-1]), device)
 
 
 class TrainingStopped(Exception):
@@ -404,7 +415,7 @@ class FlowceptionModule(L.LightningModule):
         """The means since the last line, when Lightning writes one at this step (a skipped step
         included: Lightning would write the last line's values again), as host tensors: logged
         numbers would become device tensors, each copy and read making the host wait."""
-        if self.step_log.steps == 0 or not getattr(self.trainer._logger_connector, "should_update_logs", True):
+        if not getattr(self.trainer._logger_connector, "should_update_logs", True):
             return
         logs = self.step_log.means()
         logs["train/lr"] = self.lr_schedulers().get_last_lr()[0]

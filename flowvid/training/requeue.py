@@ -27,6 +27,8 @@ from multiprocessing import resource_tracker
 import torch
 import torch.distributed as dist
 
+from flowvid.devices import to_device
+
 log = logging.getLogger(__name__)
 EXIT_REQUEUED = 75  # EX_TEMPFAIL: stopped early on purpose, run again with --resume auto
 EXIT_INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
@@ -85,7 +87,7 @@ class StopFlag:
         """What stopped this rank or any other (None, "SIGUSR1" or "Ctrl-C"); every rank must ask."""
         if not (dist.is_available() and dist.is_initialized()):
             return self.raised  # one process: no tensor, so no wait for the device
-        flag = torch.tensor([float(STOPS.index(self.raised))], device=device)
+        flag = to_device(torch.tensor([float(STOPS.index(self.raised))]), device)  # one wait, the read below
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return STOPS[int(flag.item())]
 

@@ -98,8 +98,8 @@ def check_trainer_keys(options: dict) -> None:
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's bar, showing the losses the module last logged, kept as numbers on the host
-    (FlowceptionModule.bar_values): Lightning's own reads the logged tensors at every refresh, which
-    makes the host wait for the device at every step."""
+    (FlowceptionModule.bar_values). Lightning's own shows what is logged with prog_bar=True, read
+    from the logged tensors at every refresh: on a GPU a wait for the device at every step."""
 
     def get_metrics(self, trainer, pl_module) -> dict:
         values = getattr(pl_module, "bar_values", {})

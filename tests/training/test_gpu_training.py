@@ -88,20 +88,27 @@ def test_path_sampling_on_the_gpu_does_not_wait_for_it():
 
 @pytest.mark.parametrize("backend,compiled", [("sdpa", False), ("varlen", False), ("flex", False), ("sdpa", True)])
 def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, compiled):
-    """Through the trainer, each step reads the device once (its finite check); any other read
-    would stall the GPU while the host catches up. Counted by torch's sync debug mode over the
-    steps after warm-up that compiled nothing, none of which writes a log line (those read their
-    sums once)."""
+    """Through the trainer, each step reads the device once (its finite check), and a step that
+    writes a log line once more (the line's sums); any other read would stall the GPU while the
+    host catches up. Counted by torch's sync debug mode from one step's start to the next (the
+    callbacks, Lightning's logging and the next batch's transfer included), over the steps after
+    warm-up that compiled nothing; logging every second step."""
     import warnings
 
     import lightning as L
     from torch._dynamo.utils import counters
 
+    from flowvid.training import module as training_module
+
+    finite_line = training_module.FlowceptionModule.finite_everywhere.__code__.co_firstlineno
+    sums_line = training_module.StepLog.means.__code__.co_firstlineno
+
     class Count(L.Callback):
         def __init__(self):
-            self.per_step, self._caught, self._ctx, self._graphs = [], None, None, 0
+            self.windows, self._caught, self._ctx, self._graphs = [], None, None, 0
 
         def on_train_batch_start(self, trainer, module, batch, idx):
+            self.close()
             if trainer.global_step < 3:  # warm-up: compiled blocks, cuDNN and allocator first calls
                 return
             torch.cuda.synchronize()
@@ -111,15 +118,17 @@ def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, 
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
 
-        def on_train_batch_end(self, trainer, module, outputs, batch, idx):
+        def close(self):
             if self._ctx is None:
                 return
             torch.cuda.set_sync_debug_mode(0)
             self._ctx.__exit__(None, None, None)
             if counters["stats"]["unique_graphs"] == self._graphs:  # a step that compiled may read the device
-                self.per_step.append([f"{w.filename}:{w.lineno}" for w in self._caught
-                                      if "synchroniz" in str(w.message)])
+                self.windows.append([(w.filename, w.lineno) for w in self._caught if "synchroniz" in str(w.message)])
             self._ctx = None
+
+    def where(reads, first_line):  # reads made inside the function starting at first_line (module.py)
+        return [r for r in reads if r[0] == training_module.__file__ and first_line < r[1] < first_line + 25]
 
     import flowvid.training.run as run_module
 
@@ -130,9 +139,12 @@ def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, 
         return original(*args, callbacks=[count, *callbacks], **kwargs)
 
     opts = ["trainer.accelerator=gpu", "trainer.devices=1", f"model.attention.backend={backend}",
-            f"train.compile={str(compiled).lower()}", "trainer.limit_val_batches=0", "trainer.max_steps=8",
-            "trainer.log_every_n_steps=100", "train.checkpoint_every=100", "data.num_workers=0"]
+            f"train.compile={str(compiled).lower()}", "trainer.limit_val_batches=0", "trainer.max_steps=10",
+            "trainer.log_every_n_steps=2", "train.checkpoint_every=100", "data.num_workers=0"]
     monkeypatch.setattr(run_module.L, "Trainer", with_count)
     train(tiny(*opts), tmp_path)
-    assert len(count.per_step) >= 3, f"{5 - len(count.per_step)} of the 5 counted steps compiled a graph"
-    assert all(len(reads) == 1 for reads in count.per_step), count.per_step
+    windows = count.windows  # the last step's window never closes: last.ckpt is written after it
+    assert len(windows) >= 3, f"{6 - len(windows)} of the 6 counted steps compiled a graph"
+    assert all(len(where(w, finite_line)) == 1 for w in windows), windows
+    assert all(len(w) == 1 + len(where(w, sums_line)) and len(where(w, sums_line)) <= 1 for w in windows), windows
+    assert any(where(w, sums_line) for w in windows), "no counted step wrote a log line"

@@ -173,8 +173,8 @@ def test_out_of_memory_stops_with_what_to_change(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(SpatioTemporalDiT, "forward", running_out)
     assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(tmp_path / "run"), *FAST,
                  "trainer.limit_val_batches=0", "train.checkpoint_every=1"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "out of device memory at step 2 with data.tokens_per_batch=1088" in err, err
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the run's opening line
+    assert "out of device memory at step 2 with data.tokens_per_batch=1088" in err, err
     assert "train.accumulate_grad_batches" in err and "--resume auto" in err
 
 
@@ -362,7 +362,8 @@ def test_logged_model_flops_match_the_logged_throughput(tmp_path):
 
     cfg = tiny("trainer.max_steps=8", "trainer.log_every_n_steps=2", "trainer.limit_val_batches=0")
     train(cfg, tmp_path / "run")
-    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")) if r["train/tflops_per_s"]]
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv"))
+            if r["train/tflops_per_s"] not in ("", "nan")]
     assert len(rows) >= 3
     tokens_per_frame = (cfg.model.height // cfg.model.patch_size) * (cfg.model.width // cfg.model.patch_size) + 1
     longest = cfg.data.max_frames
