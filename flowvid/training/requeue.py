@@ -87,7 +87,7 @@ class StopFlag:
         """What stopped this rank or any other (None, "SIGUSR1" or "Ctrl-C"); every rank must ask."""
         if not (dist.is_available() and dist.is_initialized()):
             return self.raised  # one process: no tensor, so no wait for the device
-        flag = to_device(torch.tensor([float(STOPS.index(self.raised))]), device)  # one wait, the read below
+        flag = to_device(torch.tensor([float(STOPS.index(self.raised))]), device)  # page-locked: the read is the wait
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return STOPS[int(flag.item())]
 
