@@ -336,7 +336,7 @@ def flex_block_mask(layout: PackedLayout, device: torch.device):
 
     tpf = layout.tokens_per_frame
     counts = torch.tensor([hi - lo for lo, hi in (layout.frames(b) for b in range(layout.num_clips))])
-    clip_f = to_device(torch.repeat_interleave(torch.arange(layout.num_clips), counts), device)  # (M,), made on the host
+    clip_f = to_device(torch.repeat_interleave(torch.arange(layout.num_clips), counts), device)  # (M,), from the host
     pos_f = layout.position.to(device)
     valid_f = None if layout.valid is None else layout.valid.to(device)
     allowed = (clip_f[:, None] == clip_f[None, :]) & layout.frame_mask(pos_f, pos_f, valid_f)  # (M, M)

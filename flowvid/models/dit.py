@@ -184,7 +184,8 @@ class SpatioTemporalDiT(nn.Module):
         checked where they are, so given there the forward never waits for the device. They may
         also be lists of ints, which wrappers such as DDP and FSDP pass on as they are (they move
         every tensor argument to the device)."""
-        position, label = (v if v is None or isinstance(v, Tensor) else torch.tensor(list(v)) for v in (position, label))
+        position, label = (v if v is None or isinstance(v, Tensor) else torch.tensor(list(v))
+                           for v in (position, label))
         cu = self._check_inputs(x, t, position, cu_seqlens, label, context=context, passive=passive, valid=valid)
         m = x.shape[0]
         t, position, context, passive, label, valid = (None if v is None else to_device(v, x.device)

@@ -90,7 +90,8 @@ class StepLog:
         key's previous value."""
         bands, nan = len(TIME_BUCKETS) - 1, float("nan")
         values = self.sums.tolist() if self.steps else [nan] * (4 + 2 * bands)  # the one read
-        logs = {f"train/{k}": _ratio(v, self.steps) for k, v in zip(("loss", "velocity", "insertion", "grad_norm"), values)}
+        names = ("loss", "velocity", "insertion", "grad_norm")
+        logs = {f"train/{k}": _ratio(v, self.steps) for k, v in zip(names, values)}
         error, count = values[4:4 + bands], values[4 + bands:]
         for (lo, hi), e, c in zip(zip(TIME_BUCKETS, TIME_BUCKETS[1:]), error, count):
             logs[f"train/velocity_t{lo:.1f}-{hi:.1f}"] = _ratio(e, c)

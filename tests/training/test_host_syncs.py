@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch.distributed.utils import _to_kwargs
-
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from flowvid.data.clips import Clip, collate_clips
@@ -24,8 +23,6 @@ from flowvid.training.module import FlowceptionModule, StepLog
 from train_helpers import tiny
 
 META = torch.device("meta")
-
-
 COPIES = ("aten._to_copy", "aten.copy_")
 
 
