@@ -133,15 +133,17 @@ def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, 
     import flowvid.training.run as run_module
 
     count = Count()
-    original = run_module.L.Trainer
+    original = run_module.build_trainer
 
-    def with_count(*args, callbacks=(), **kwargs):  # first: before last.ckpt is written at the last step
-        return original(*args, callbacks=[count, *callbacks], **kwargs)
+    def with_count(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.callbacks.insert(0, count)  # first: its window closes before the other callbacks' hooks
+        return trainer
 
     opts = ["trainer.accelerator=gpu", "trainer.devices=1", f"model.attention.backend={backend}",
             f"train.compile={str(compiled).lower()}", "trainer.limit_val_batches=0", "trainer.max_steps=10",
             "trainer.log_every_n_steps=2", "train.checkpoint_every=100", "data.num_workers=0"]
-    monkeypatch.setattr(run_module.L, "Trainer", with_count)
+    monkeypatch.setattr(run_module, "build_trainer", with_count)
     train(tiny(*opts), tmp_path)
     windows = count.windows  # the last step's window never closes: last.ckpt is written after it
     assert len(windows) >= 3, f"{6 - len(windows)} of the 6 counted steps compiled a graph"
