@@ -244,7 +244,7 @@ class FlowceptionModule(L.LightningModule):
         world size, as DDP averages gradients). A step of the ranks' micro-batches then equals one
         step of one process on all of them at once. One all-reduce; no host sync."""
         counts = [torch.stack([s.flowing.sum(), s.active.sum()]).float() for s in samples]
-        total, world = self.reduce_counts(torch.stack(counts).sum(0) if counts else torch.zeros(2, device=self.device))
+        total, world = self.reduce_counts(torch.stack(counts).sum(0))
         return [(c[0] * world / total[0].clamp_min(1), c[1] * world / total[1].clamp_min(1)) for c in counts]
 
     def global_terms(self, sample, out, weights: tuple[Tensor, Tensor] | None = None) -> LossTerms:

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from flowvid.config import Config, ConfigError, to_yaml
-from flowvid.data.module import VideoDataModule
+from flowvid.data.module import VideoDataModule, tokens_per_frame
 from flowvid.errors import UsageError
 from flowvid.models import count_parameters
 from flowvid.models.attention import CUDA_ONLY
@@ -202,11 +202,10 @@ def initial_weights(cfg: Config) -> dict[str, torch.Tensor] | None:
 
 def run_summary(cfg: Config, run_dir: Path, trainer: L.Trainer) -> str:
     """One line on what trains where (Lightning's own table shows no FLOPs and is off by default)."""
-    m = cfg.model
-    tokens = (m.height // m.patch_size) * (m.width // m.patch_size) + 1
-    accumulate = cfg.train.accumulate_grad_batches
+    m, accumulate = cfg.model, cfg.train.accumulate_grad_batches
     return (f"training {count_parameters(m) / 1e6:.1f}M parameters (dim {m.dim}, depth {m.depth}, {m.heads} heads, "
-            f"{m.attention.backend.value} attention, {tokens} tokens a frame) on the {cfg.path.kind.value} path, "
+            f"{m.attention.backend.value} attention, {tokens_per_frame(cfg)} tokens a frame) on the "
+            f"{cfg.path.kind.value} path, "
             f"{cfg.data.tokens_per_batch} tokens a batch{f' x {accumulate} a step' if accumulate > 1 else ''}, "
             f"{trainer.world_size} device(s), precision {trainer.precision}; "
             f"logs: tensorboard --logdir {run_dir / 'logs'}")
