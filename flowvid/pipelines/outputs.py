@@ -65,7 +65,7 @@ def write_gif(path: str | os.PathLike, frames: Any, fps: float) -> Path:
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     rate = Fraction(float(fps)).limit_denominator(1001)
-    with _atomic(path, ".gif") as tmp:
+    with atomic_output(path, ".gif") as tmp:
         with av.open(str(tmp), mode="w", format="gif") as container:
             stream = container.add_stream("gif", rate=rate)
             stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "rgb8"
@@ -82,12 +82,12 @@ def write_record(path: str | os.PathLike, record: Any) -> Path:
     path = Path(path)
     data = dataclasses.asdict(record) if dataclasses.is_dataclass(record) else record
     text = json.dumps(data, indent=1) + "\n"
-    with _atomic(path, path.suffix or ".json") as tmp:
+    with atomic_output(path, path.suffix or ".json") as tmp:
         tmp.write_text(text)
     return path
 
 
-class _atomic:
+class atomic_output:
     """A temporary sibling with the given suffix (muxers pick the format by it), renamed onto path on success."""
 
     def __init__(self, path: Path, suffix: str):
