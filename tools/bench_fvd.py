@@ -1,9 +1,10 @@
 """How many clips a stable FVD needs, and what the feature network costs on this machine.
 
 For each synthetic set (the clips `flowvid eval` takes as real data for configs/demo.yaml: the
-eval stream, 32x32, 8-16 frames), I3D features of 2 x max(N) clips; then the FVD of two disjoint
-halves of the same real set as N grows (the noise floor: any two sets of N real clips score about
-this much), over several random splits. Also the I3D time per clip at a few batch sizes.
+eval stream, 16x16 frames as configs/model/tiny.yaml sets them, 8-16 frames long), I3D features
+of 2 x max(N) clips; then the FVD of two disjoint halves of the same real set as N grows (the
+noise floor: any two sets of N real clips score about this much), over several random splits.
+Also the I3D time per clip at a few batch sizes.
 
     python tools/bench_fvd.py [--sizes 32 64 128 256] [--splits 5] [--kinds balls textures] [--out DIR]
 """
