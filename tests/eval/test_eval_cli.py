@@ -4,6 +4,7 @@ FVD runs here through a small TorchScript stand-in for I3D given with --fvd-mode
 network is checked against its golden logits in test_i3d.py); everything else is the real path.
 """
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -115,9 +116,9 @@ def test_interpolation_scores_the_model_against_both_baselines(exported, tmp_pat
                              "--steps", 4, "--stride", 2, "-o", out], capsys)
     assert code == 0, err
     m = strict_json(out)["metrics"]
-    for name in ("psnr", "ssim"):
-        assert set(m[name]) == {"model", "repeat", "blend", "frames", "stride"}
-        assert m[name]["frames"] > 0
+    assert set(m["ssim"]) == {"model", "repeat", "blend", "frames", "stride"}
+    assert set(m["psnr"]) == set(m["ssim"]) | {"model_exact_frames", "repeat_exact_frames", "blend_exact_frames"}
+    assert m["psnr"]["frames"] == m["ssim"]["frames"] > 0
     # the balls move: linear blending beats holding the previous frame
     assert m["psnr"]["blend"] > m["psnr"]["repeat"]
     assert "PSNR" in stdout and "blend" in stdout
@@ -125,14 +126,16 @@ def test_interpolation_scores_the_model_against_both_baselines(exported, tmp_pat
 
 def test_two_folders_without_a_model(standin, tmp_path, capsys):
     real = write_folder(tmp_path / "real", clips(3))
-    same = write_folder(tmp_path / "same", clips(3))
+    same = Path(shutil.copytree(real, tmp_path / "same"))  # the same files (encoding twice may differ)
     other = write_folder(tmp_path / "other", clips(3, seed=5))
     out = tmp_path / "same.json"
     code, _, err = run(["--real", real, "--fake", same, "--metrics", "psnr,ssim,fvd,length", "--fvd-model", standin,
                         "-o", out], capsys)
     assert code == 0, err
     m = strict_json(out)["metrics"]
-    assert m["psnr"]["pairs"] == "inf" and m["ssim"]["pairs"] == pytest.approx(1.0)
+    # identical frames: infinite PSNR each, counted and averaged at the cap
+    assert m["psnr"]["pairs"] == 100.0 and m["psnr"]["pairs_exact_frames"] == m["psnr"]["frames"] == 30
+    assert m["ssim"]["pairs"] == pytest.approx(1.0)
     assert m["fvd"]["value"] == pytest.approx(0.0, abs=1e-6) and m["length"]["tv"] == 0.0
     code, _, err = run(["--real", real, "--fake", other, "--metrics", "psnr,fvd", "--fvd-model", standin,
                         "-o", tmp_path / "other.json"], capsys)
@@ -169,3 +172,64 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(exported, standin, tmp
     textures.write_text("defaults: [" + str(Path("configs/tiny.yaml").resolve()) + "]\n"
                         "data:\n  synthetic:\n    kind: textures\n")
     assert_refused(["--ckpt", exported, "--data", textures, "--metrics", "physics"], capsys, out, "bouncing balls")
+
+
+def test_image_to_video_and_extension_start_from_real_clips(exported, standin, tmp_path, capsys):
+    for task in ("i2v", "extend"):
+        out = tmp_path / f"{task}.json"
+        code, _, err = run(["--ckpt", exported, "--task", task, "--metrics", "fvd,physics", "--num", 2, "--steps", 3,
+                            "--fvd-model", standin, "-o", out], capsys)
+        assert code == 0, err
+        r = strict_json(out)
+        real, fake = r["real"], r["fake"]
+        assert fake["sources"] == [f"{task}:{s}:seed={i}" for i, s in enumerate(real["sources"])]
+        assert r["metrics"]["physics"]["real"]["colours"] == "known"  # the clips start from known balls
+        if task == "extend":
+            assert fake["lengths"] == real["lengths"]  # the real continuation's length, exactly
+    code, _, err = run(["--ckpt", exported, "--task", "extend", "--context", 50, "--metrics", "fvd", "--num", 2,
+                        "--fvd-model", standin, "-o", tmp_path / "no.json"], capsys)
+    assert code == 2 and "--context 50" in err and not (tmp_path / "no.json").exists()
+
+
+def test_real_clips_from_a_manifest(exported, standin, tmp_path, capsys):
+    from data_pipelines.synth import write_synthetic_set
+
+    manifest = write_synthetic_set("balls", tmp_path / "videos", 3, 16, (9, 12), 8.0, 0)
+    out = tmp_path / "m.json"
+    code, _, err = run(["--ckpt", exported, "--data", manifest, "--metrics", "fvd,length", "--num", 3, "--steps", 3,
+                        "--fvd-model", standin, "-o", out], capsys)
+    assert code == 0, err
+    r = strict_json(out)
+    assert len(r["real"]["sources"]) == 3 and all(s.endswith(".mp4") for s in r["real"]["sources"])
+    assert all(8 <= n <= 12 for n in r["real"]["lengths"])  # drawn as training draws, within each video
+
+
+def test_the_real_feature_cache_is_reused_only_for_the_same_clips(exported, standin, tmp_path, capsys, monkeypatch):
+    import flowvid.eval.run as run_module
+
+    calls = []
+    features = run_module.i3d_features
+    monkeypatch.setattr(run_module, "i3d_features", lambda clips, *a: calls.append(len(clips)) or features(clips, *a))
+    cache = tmp_path / "real.npz"
+    args = ["--ckpt", exported, "--metrics", "fvd", "--num", 3, "--steps", 3, "--fvd-model", standin,
+            "--real-features", cache]
+    assert run([*args, "-o", tmp_path / "a.json"], capsys)[0] == 0
+    assert cache.is_file() and calls == [3, 3]  # real, then generated
+    assert run([*args, "--seed", 7, "-o", tmp_path / "b.json"], capsys)[0] == 0
+    assert calls == [3, 3, 3]  # only the generated clips this time
+    a, b = strict_json(tmp_path / "a.json"), strict_json(tmp_path / "b.json")
+    assert a["metrics"]["fvd"]["real_clips"] == b["metrics"]["fvd"]["real_clips"] == 3
+    code, _, err = run([*args[:5], 4, *args[6:], "-o", tmp_path / "c.json"], capsys)  # other real clips
+    assert code == 2 and "other real clips" in err and not (tmp_path / "c.json").exists()
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    code, _, err = run([*args[:-1], tmp_path / "junk.npz", "-o", tmp_path / "d.json"], capsys)
+    assert code == 2 and "not a feature cache" in err
+
+
+def test_a_failing_metric_leaves_no_file_behind(standin, tmp_path, capsys):
+    one, other = write_folder(tmp_path / "one", clips(1)), write_folder(tmp_path / "other", clips(1, seed=3))
+    out = tmp_path / "res" / "r.json"
+    code, _, err = run(["--real", one, "--fake", other, "--metrics", "length,fvd", "--fvd-model", standin,
+                        "--real-features", tmp_path / "res" / "cache.npz", "-o", out], capsys)
+    assert code == 2 and "at least 2 clips" in err
+    assert not (tmp_path / "res").exists() or not list((tmp_path / "res").iterdir())

@@ -140,3 +140,20 @@ def test_interpolation_protocol_and_baselines():
     assert subsample(clip[:8], 3).reference.shape[0] == 7  # cut after the last keyframe
     with pytest.raises(ValueError, match="fewer than 2 keyframes"):
         subsample(clip[:3], 3)
+
+
+def test_fvd_clips_cut_and_pad_and_the_network_input_is_in_range():
+    from flowvid.eval.fvd import fvd_clips, i3d_input
+
+    short = np.arange(5, dtype=np.uint8)[:, None, None, None].repeat(8, 1).repeat(8, 2).repeat(3, 3)
+    long = np.zeros((20, 8, 8, 3), np.uint8)
+    got = fvd_clips([short, long], frames=16)
+    assert got.padded == 1 and [c.shape[0] for c in got.clips] == [16, 16]
+    assert got.clips[0][:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4] + [4] * 11  # the last frame repeated
+    x = i3d_input(got.clips[0])
+    assert x.shape == (3, 16, 224, 224)
+    assert float(x.min()) == -1.0 and float(x[:, 4].max()) == pytest.approx(4 / 127.5 - 1)
+    white = i3d_input(np.full((9, 300, 250, 3), 255, np.uint8))  # shrinking, another aspect ratio
+    assert white.shape == (3, 9, 224, 224) and torch.allclose(white, torch.ones(()))
+    with pytest.raises(ValueError, match="uint8"):
+        fvd_clips([short.astype(np.float32)])
