@@ -25,12 +25,15 @@ test: venv
 test-gpu: venv
 	$(PY) -m pytest -q -m gpu
 
-# Train the tiny model on bouncing balls, export it, and sample clips of lengths it decides.
+# Train the tiny model on bouncing balls, export it, sample clips of lengths it decides, and score
+# 64 of them against held-out real clips (FVD, length, physics; docs/eval.md).
 demo: venv
 	$(VENV)/bin/flowvid path-stats -c configs/demo.yaml --draws 2000
 	$(VENV)/bin/flowvid train -c configs/demo.yaml --run-dir outputs/demo/run --resume auto
 	$(VENV)/bin/flowvid export --ckpt outputs/demo/run/checkpoints/last.ckpt -o outputs/demo/model
 	$(VENV)/bin/flowvid sample --ckpt outputs/demo/model --num 4 --steps 40 --out outputs/demo/samples
+	$(VENV)/bin/flowvid eval --ckpt outputs/demo/model --metrics fvd,length,physics --num 64 --steps 40 \
+		-o outputs/demo/eval.json
 
 bench: venv
 	$(PY) tools/bench_path.py
