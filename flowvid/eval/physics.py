@@ -138,16 +138,16 @@ def _in_triangles(pix: np.ndarray, background: np.ndarray, found: list[np.ndarra
 
     Within MIX_LEVELS of some triangle (bg, c_i, c_j): where a ball's rim overlaps another's.
     """
-    inside = np.zeros(len(pix), dtype=bool)
+    if len(found) < 2:
+        return np.zeros(len(pix), dtype=bool)
+    e = np.asarray(found, dtype=np.float64) - background  # (n, 3)
+    i, j = np.triu_indices(len(found), 1)
+    basis = np.stack([e[i], e[j]], axis=-1)  # (K, 3, 2): every pair at once (one stacked pinv, not K)
     d = pix - background  # (P, 3)
-    for i, a in enumerate(found):
-        for b in found[i + 1:]:
-            basis = np.stack([a - background, b - background], axis=1)  # (3, 2)
-            st = d @ np.linalg.pinv(basis).T  # (P, 2) least-squares (s, t)
-            res = np.linalg.norm(d - st @ basis.T, axis=-1)
-            slack = 0.05
-            inside |= (res <= MIX_LEVELS) & (st.min(-1) >= -slack) & (st.sum(-1) <= 1 + slack)
-    return inside
+    st = np.einsum("kac,pc->pka", np.linalg.pinv(basis), d)  # (P, K, 2) least-squares (s, t)
+    res = np.linalg.norm(d[:, None, :] - np.einsum("kca,pka->pkc", basis, st), axis=-1)  # (P, K)
+    slack = 0.05
+    return ((res <= MIX_LEVELS) & (st.min(-1) >= -slack) & (st.sum(-1) <= 1 + slack)).any(axis=1)
 
 
 def _mode_colour(pix: np.ndarray) -> np.ndarray:
