@@ -70,7 +70,7 @@ def write_video(
     enc = _Encoding(codec, crf, gop, _codec_spec(codec))
     _check_encoding(path, video, fps, enc)
     pts, time_base = _frame_pts(len(video), fps, timestamps)
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         _encode(tmp, video, fps, enc, pts, time_base)
     log.debug("wrote %s: %d frames of %dx%d, %s", path, len(video), video.shape[2], video.shape[1], codec)
     return path
@@ -157,15 +157,28 @@ def _fps_fraction(fps: float) -> Fraction:
     return fps if isinstance(fps, Fraction) else Fraction(float(fps)).limit_denominator(1001)
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of path (same suffix, so muxers still pick the container), rename on success."""
-    if not path.suffix:
+def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling of path, renamed onto path on success; removed on failure.
+
+    suffix (default path's) names the container, so muxers pick the format by it. The file gets the
+    permissions of a newly created one (mkstemp's are 0600, which would keep others from reading it).
+    """
+    suffix = path.suffix if suffix is None else suffix
+    if not suffix:
         raise ValueError(f"path needs a suffix naming the container (.mp4, .mkv, .png, ...), got {str(path)!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-{os.getpid()}-", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -241,6 +254,6 @@ def write_png(path: str | os.PathLike, img: Any) -> Path:
     ctx = av.CodecContext.create("png", "w")
     ctx.width, ctx.height, ctx.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
     packets = ctx.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")) + ctx.encode(None)
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(b"".join(bytes(p) for p in packets))
     return path

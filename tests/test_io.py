@@ -154,3 +154,19 @@ def test_read_image_rejects_what_is_not_an_image(tmp_path):
         read_image(tmp_path / "missing.png")
     with pytest.raises(ValueError, match=r"img must be \(H, W, 3\)"):
         write_png(tmp_path / "x.png", np.zeros((4, 4), np.uint8))
+
+
+def test_outputs_get_the_permissions_of_a_new_file(tmp_path):
+    """Written through a temporary file (mkstemp makes 0600), an output still opens to others as umask allows."""
+    import os
+
+    from flowvid.pipelines.outputs import write_record
+
+    mask = os.umask(0o022)
+    try:
+        png = write_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+        record = write_record(tmp_path / "sub" / "r.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert png.stat().st_mode & 0o777 == 0o644
+    assert record.stat().st_mode & 0o777 == 0o644

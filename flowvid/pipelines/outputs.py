@@ -4,15 +4,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import av
 import numpy as np
 
-from flowvid.io import as_uint8_video, write_png, write_video
+from flowvid.io import as_uint8_video, atomic_path, write_png, write_video
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
 SHEET_PER_ROW = 8
@@ -87,22 +87,9 @@ def write_record(path: str | os.PathLike, record: Any) -> Path:
     return path
 
 
-class atomic_output:
-    """A temporary sibling with the given suffix (muxers pick the format by it), renamed onto path on success."""
-
-    def __init__(self, path: Path, suffix: str):
-        self.path, self.suffix = path, suffix
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.tmp-{os.getpid()}-", suffix=self.suffix,
-                                   dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+@contextmanager
+def atomic_output(path: Path, suffix: str) -> Iterator[Path]:
+    """flowvid.io.atomic_path, creating the folder first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix) as tmp:
+        yield tmp
