@@ -22,6 +22,10 @@ from flowvid.errors import UsageError
 
 log = logging.getLogger(__name__)
 _MIN_READS_BEFORE_GIVING_UP = 20
+# Synthetic sets draw clip i of each split from seed + offset: disjoint streams for training,
+# validation and `flowvid eval`'s held-out real clips.
+VAL_SEED_OFFSET = 1_000_003
+EVAL_SEED_OFFSET = 2_000_003
 
 
 def resample_times(start: float, num: int, fps: float) -> np.ndarray:

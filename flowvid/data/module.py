@@ -10,16 +10,10 @@ import torch
 from flowvid.config import Config, check_data_fits_model
 from flowvid.data.batching import ClipLengths, TokenBudgetBatchSampler
 from flowvid.data.clips import PackedClips, collate_clips
-from flowvid.data.datasets import ManifestDataset, SyntheticDataset
+from flowvid.data.datasets import VAL_SEED_OFFSET, ManifestDataset, SyntheticDataset
 from flowvid.data.manifest import read_manifest
 from flowvid.data.workers import ignore_stop_signal, worker_context
 from flowvid.devices import to_device
-
-
-# Synthetic sets draw clip i of each split from seed + offset: disjoint streams for training,
-# validation and `flowvid eval`'s held-out real clips.
-VAL_SEED_OFFSET = 1_000_003
-EVAL_SEED_OFFSET = 2_000_003
 
 
 def tokens_per_frame(cfg: Config) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from flowvid.data.module import EVAL_SEED_OFFSET
+from flowvid.data.datasets import EVAL_SEED_OFFSET
 from flowvid.errors import UsageError
 from flowvid.eval.fvd import FVD_FRAMES, fvd, fvd_clips, i3d_features
 from flowvid.eval.interpolation import blend_baseline, repeat_baseline, score_dropped, subsample

@@ -157,3 +157,13 @@ def test_fvd_clips_cut_and_pad_and_the_network_input_is_in_range():
     assert white.shape == (3, 9, 224, 224) and torch.allclose(white, torch.ones(()))
     with pytest.raises(ValueError, match="uint8"):
         fvd_clips([short.astype(np.float32)])
+
+
+def test_the_metrics_import_no_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys, flowvid.eval, flowvid.eval.run, flowvid.eval.i3d, flowvid.eval.physics, flowvid.eval.length; "
+            "print('lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
