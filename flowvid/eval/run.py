@@ -143,8 +143,8 @@ def real_from_config(cfg, num: int) -> ClipSet:
     """num real clips of the config's data, at the model's frame size, deterministic.
 
     Synthetic: clips 0..num-1 of a stream disjoint from training and validation, each whole (its
-    own length). Manifest: the first num videos of data.val_manifest (else data.manifest), up to
-    data.max_frames frames each from the start, centre-cropped.
+    own length). Manifest: the first num videos of data.val_manifest (else data.manifest), one
+    window each of a length drawn as training draws them, centre-cropped.
     """
     d = cfg.data
     if d.source.value == "synthetic":
@@ -253,9 +253,9 @@ def prepare_real(real: ClipSet, opts: EvalOptions) -> ClipSet:
         cut = [subsample(c, opts.stride).reference for c in real.clips]
         return dataclasses.replace(real, clips=cut)
     if opts.task == "extend":
-        short = min(real.lengths)
-        if (opts.context or 1) >= short:
-            raise ValueError(f"--context {opts.context} leaves nothing to extend in the shortest real clip "
+        short, given = min(real.lengths), opts.context or 1
+        if given >= short:
+            raise ValueError(f"--context {given} leaves nothing to extend in the shortest real clip "
                              f"({short} frames); give fewer context frames")
     return real
 
