@@ -256,6 +256,12 @@ class TrainConfig:
     keep_checkpoints: int = 3  # stepNNNNNNNN.ckpt files kept, the newest; 0 = all of them
     preview_clips: int = 2  # clips sampled with the EMA weights at each validation, as GIFs in the run folder
     preview_steps: int = 20
+    # probability of each task per clip (flowvid/flow/tasks.py): which frames are given, so that one
+    # checkpoint serves sample, i2v, interpolate and extend. {} = the default mix (generate 0.4, i2v
+    # 0.15, interpolate 0.25, extend 0.15, complete 0.05); {generate: 1} trains generation alone.
+    # Empty by default so that a config's mapping is the whole mix, not merged into a default one.
+    tasks: Dict[str, float] = field(default_factory=dict)
+    interpolate_spacings: List[int] = field(default_factory=lambda: [2, 3, 4])  # keyframe spacings drawn
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if not 0 <= self.ema_decay < 1:
@@ -272,6 +278,13 @@ class TrainConfig:
             yield "accumulate_grad_batches", f"must be >= 1 (batches a step), got {self.accumulate_grad_batches}"
         if self.max_nonfinite_steps < 1 or self.checkpoint_every < 1 or self.ema_start < 0:
             yield "max_nonfinite_steps", "max_nonfinite_steps and checkpoint_every must be >= 1, ema_start >= 0"
+        known = ("generate", "i2v", "interpolate", "extend", "complete")  # flowvid.flow.tasks.TASKS (no torch here)
+        bad = set(self.tasks) - set(known) or any(w < 0 for w in self.tasks.values())
+        if bad or (self.tasks and sum(self.tasks.values()) <= 0):
+            yield "tasks", (f"maps tasks ({', '.join(known)}) to probabilities >= 0, not all 0; got "
+                            f"{dict(self.tasks)}")
+        if not self.interpolate_spacings or min(self.interpolate_spacings) < 2:
+            yield "interpolate_spacings", f"must be keyframe spacings >= 2, got {list(self.interpolate_spacings)}"
 
 
 @dataclass

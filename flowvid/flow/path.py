@@ -343,7 +343,7 @@ def task_masks(num_frames: int, context: FrameSpec, passive: FrameSpec, device=N
 
 
 def _frame_mask(spec: FrameSpec, num_frames: int, name: str, device) -> Tensor:
-    if spec is None:
+    if spec is None or (isinstance(spec, (list, tuple)) and not spec):  # an empty list: no frame
         return torch.zeros(num_frames, dtype=torch.bool, device=device)
     spec = torch.as_tensor(spec, device=device)
     if spec.dtype == torch.bool:

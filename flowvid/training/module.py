@@ -27,6 +27,7 @@ from flowvid.data.clips import PackedClips
 from flowvid.devices import to_device
 from flowvid.flow import InsertionPath, LossTerms, insertion_loss, velocity_loss
 from flowvid.flow.losses import per_frame_velocity_error
+from flowvid.flow.tasks import GivenFrames, draw_given, task_weights
 from flowvid.models import SpatioTemporalDiT, forward_flops
 from flowvid.models.dit import Block
 from flowvid.training.optim import apply_settings, build_optimizer
@@ -147,6 +148,7 @@ class FlowceptionModule(L.LightningModule):
         self.model = SpatioTemporalDiT(cfg.model)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.path = InsertionPath.from_config(cfg.path)
+        self.task_weights = task_weights(cfg.train.tasks, cfg.path.kind.value)
         self.nonfinite_in_a_row = 0
         self.skipped_steps = 0
         # Position in the epoch, for resuming at the same batch: this rank's count (what Lightning
@@ -227,8 +229,20 @@ class FlowceptionModule(L.LightningModule):
 
     def sample_path(self, batch: PackedClips, gens: tuple[list[torch.Generator], list[torch.Generator]],
                     fraction: float | None = None):
+        """Each clip's task and given frames, then the path on all clips, packed."""
         draws, noise = gens
-        return self.path.sample_batch(batch.clips(), generator=draws, noise_generator=noise, fraction=fraction)
+        clips = batch.clips()
+        given = [self.given_frames(len(c), g) for c, g in zip(clips, draws)]
+        return self.path.sample_batch(clips, generator=draws, noise_generator=noise, fraction=fraction,
+                                      context=[x.context for x in given], passive=[x.passive for x in given])
+
+    def given_frames(self, num_frames: int, draws: torch.Generator) -> GivenFrames:
+        """The clip's task (train.tasks), drawn from a generator of its own seeded from the clip's draws,
+        so that the path's draws are the same whichever tasks are configured."""
+        if set(self.task_weights) == {"generate"}:
+            return GivenFrames("generate", [], [])
+        g = torch.Generator().manual_seed(mix_seed(draws.initial_seed(), 2))
+        return draw_given(num_frames, self.task_weights, self.cfg.train.interpolate_spacings, g)
 
     def forward_path(self, model, batch: PackedClips, sample, draws: list[torch.Generator], drop: float):
         # model(...), not model.forward_sample: under FSDP only the wrapper's own forward gathers the weights.

@@ -1,0 +1,36 @@
+"""The trainer draws each clip's task (train.tasks) and gives its frames to the path."""
+import torch
+
+from flowvid.config import load_config
+from flowvid.data.module import VideoDataModule
+from flowvid.training.module import FlowceptionModule
+
+
+def first_batch(cfg):
+    dm = VideoDataModule(cfg)
+    dm.setup()
+    return next(iter(dm.train_dataloader()))
+
+
+def test_generation_alone_samples_the_path_as_without_tasks():
+    cfg = load_config("configs/tiny.yaml", ["train.tasks={generate: 1.0}"])
+    module = FlowceptionModule(cfg)
+    batch = first_batch(cfg)
+    gens = module.generators(batch, step=3, salt=0)
+    s = module.sample_path(batch, gens)
+    ref = module.path.sample_batch(batch.clips(), generator=module.generators(batch, 3, 0)[0],
+                                   noise_generator=module.generators(batch, 3, 0)[1])
+    assert not s.context.any() and torch.equal(s.x_t, ref.x_t) and torch.equal(s.t, ref.t)
+
+
+def test_interpolation_training_gives_clean_keyframes_with_no_velocity_loss():
+    cfg = load_config("configs/tiny.yaml", ["train.tasks={interpolate: 1.0}", "train.interpolate_spacings=[3]"])
+    module = FlowceptionModule(cfg)
+    batch = first_batch(cfg)
+    s = module.sample_path(batch, module.generators(batch, step=0, salt=0))
+    assert s.context.any() and s.passive.any()
+    assert torch.all(s.t[s.context] == 1) and not s.flowing[s.context].any()
+    assert not s.active[s.passive].any()
+    # the same clip seed and step draw the same task and frames again (resume, other ranks)
+    again = module.sample_path(batch, module.generators(batch, step=0, salt=0))
+    assert torch.equal(again.context, s.context) and torch.equal(again.x_t, s.x_t)
