@@ -158,6 +158,11 @@ class CropMode(str, Enum):
     random = "random"
 
 
+class ClipMode(str, Enum):
+    window = "window"  # a window of each video, of a length the batch sampler draws
+    whole = "whole"  # each video entire at data.fps: the only way a model learns videos' lengths
+
+
 @dataclass
 class SyntheticDataConfig:
     kind: str = "balls"  # balls | textures (flowvid.data.synthetic.SYNTHETIC)
@@ -186,6 +191,7 @@ class DataConfig:
     height: int = 32  # frames are resized (short side) and cropped to height x width
     width: int = 32
     crop: CropMode = CropMode.random
+    clip_mode: ClipMode = ClipMode.window  # manifests: windows of videos, or whole videos (length learning)
     tokens_per_batch: int = 4096  # token budget of one packed batch (model tokens per frame x frames)
     max_clips_per_batch: int = 0  # 0 = only the token budget limits
     num_workers: int = 0

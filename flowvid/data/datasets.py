@@ -86,20 +86,31 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.manifest_path = Path(manifest_path)
         fps = cfg.fps
         shortest = min(cfg.frame_choices) if cfg.frame_choices else cfg.min_frames
+        self.whole = getattr(cfg.clip_mode, "value", cfg.clip_mode) == "whole"
         self.entries = [e for e in entries if frames_available(e, fps) >= shortest]
         if len(self.entries) < len(entries):
             log.warning("%d of %d videos are shorter than %d frames at fps=%s and are left out",
                         len(entries) - len(self.entries), len(entries), shortest, fps or "native")
+        if self.whole:  # a whole video longer than the longest clip cannot be a clip
+            kept = [e for e in self.entries if frames_available(e, fps) <= cfg.max_frames]
+            if len(kept) < len(self.entries):
+                log.warning("data.clip_mode=whole: %d of %d videos are longer than data.max_frames=%d frames at "
+                            "fps=%s and are left out", len(self.entries) - len(kept), len(self.entries),
+                            cfg.max_frames, fps or "native")
+            self.entries = kept
         if not self.entries:
-            raise ValueError(f"no video in {manifest_path} has {shortest} frames at fps={fps or 'native'}; "
-                             f"lower data.min_frames or data.fps")
+            raise ValueError(f"no video in {manifest_path} has {shortest} frames at fps={fps or 'native'}"
+                             f"{' and at most data.max_frames' if self.whole else ''}; "
+                             f"lower data.min_frames or data.fps{', or raise data.max_frames' if self.whole else ''}")
         self.failures = FailureCounter(cfg.max_failed_fraction)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def frame_range(self, i: int) -> tuple[int, int]:
-        return 1, frames_available(self.entries[i], self.cfg.fps)
+        """The clip lengths video i allows: any window up to all of it, or (whole) exactly all of it."""
+        n = frames_available(self.entries[i], self.cfg.fps)
+        return (n, n) if self.whole else (1, n)
 
     def __getitem__(self, req: ClipRequest) -> Clip | None:
         entry = self.entries[req.index]
@@ -121,13 +132,13 @@ class ManifestDataset(torch.utils.data.Dataset):
                 total = reader.info.num_frames
                 if total < n:
                     raise VideoReadError(str(path), f"has {total} frames, the manifest promised {entry.num_frames}")
-                start = int(rng.integers(total - n + 1))
+                start = 0 if self.whole else int(rng.integers(total - n + 1))
                 return reader.read(range(start, start + n)), entry.fps
             ts = reader.timestamps()
             slack = (ts[-1] - ts[0]) - (n - 1) / self.cfg.fps
             if slack < -1e-6:
                 raise VideoReadError(str(path), f"spans {ts[-1] - ts[0]:.3f} s, too short for {n} frames at {self.cfg.fps} fps")
-            start = ts[0] + rng.uniform(0, max(slack, 0.0))
+            start = ts[0] + (0.0 if self.whole else rng.uniform(0, max(slack, 0.0)))
             return reader.read_at(resample_times(start, n, self.cfg.fps)), self.cfg.fps
 
 

@@ -93,3 +93,34 @@ def test_a_file_that_breaks_later_is_skipped_then_too_many_stop_the_run(tmp_path
     with pytest.raises(RuntimeError, match=r"video reads failed .*max_failed_fraction=0.2"):
         for _ in range(30):
             ds[ClipRequest(1, 8, 0)]
+
+
+@pytest.mark.parametrize("fps", [0, 12])
+def test_whole_videos_are_clips_of_their_own_length(tmp_path, caplog, fps):
+    """clip_mode=whole: each video entire from its first frame; longer than max_frames: left out."""
+    files = [make_video(tmp_path / f"{i}.mp4", num_frames=n, fps=24, seed=i) for i, n in enumerate((10, 16, 40, 4))]
+    m = manifest_for(tmp_path, files)
+    with caplog.at_level(logging.WARNING):
+        ds = ManifestDataset(read_manifest(m), m, data_cfg("data.clip_mode=whole", f"data.fps={fps}",
+                                                           "data.min_frames=2", "data.max_frames=16"))
+    step = 1 if fps == 0 else 2
+    lengths = [1 + (n - 1) // step for n in (10, 16, 40, 4)]
+    kept = [n for n in lengths if n <= 16]
+    assert [ds.frame_range(i) for i in range(len(ds))] == [(n, n) for n in kept]
+    assert f"{len(lengths) - len(kept)} of 4 videos are longer than data.max_frames=16" in caplog.text
+    for i, n in enumerate(kept):
+        for seed in range(3):  # no random window: the same frames whatever the seed
+            ids = decoded_ids(ds[ClipRequest(i, n, seed)])
+            assert ids.tolist() == list(range(0, step * n, step))
+
+
+def test_whole_videos_go_to_batches_at_their_lengths(tmp_path):
+    from flowvid.data.batching import ClipLengths, TokenBudgetBatchSampler
+
+    files = [make_video(tmp_path / f"{i}.mp4", num_frames=n, fps=24, seed=i) for i, n in enumerate((9, 13, 16))]
+    m = manifest_for(tmp_path, files)
+    ds = ManifestDataset(read_manifest(m), m, data_cfg("data.clip_mode=whole"))
+    sampler = TokenBudgetBatchSampler([ds.frame_range(i) for i in range(len(ds))], ClipLengths(8, 16), 17,
+                                      17 * 64, shuffle=True, seed=0)
+    lengths = sorted(r.num_frames for batch in sampler for r in batch)
+    assert lengths == [9, 13, 16]
