@@ -312,6 +312,56 @@ def cmd_extend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_complete(args: argparse.Namespace) -> int:
+    """Fill marked holes of a frame sequence (images with _ for holes, or a video with --holes)."""
+    from flowvid.pipelines.outputs import check_video_output
+    from flowvid.pipelines.tasks import complete, read_frames
+
+    check_video_output(args.output, 2, 2)
+    frames, src_fps = _frames_with_holes(args, read_frames)
+    model, cfg = _load_for_sampling(args)
+    out = check_video_output(args.output, cfg.model.height, cfg.model.width)
+    bar = _Progress("completing", unit="step")
+    try:
+        video = complete(model, cfg, frames, src_fps, args.learned, args.steps, args.seed, args.max_frames, progress=bar)
+    finally:
+        bar.close()
+    _write_video_and_record(out, video)
+    return 0
+
+
+def _frames_with_holes(args: argparse.Namespace, read_frames) -> tuple[list, float]:
+    """The input positions, None at each hole: --frames a.png,_,b.png, or a video and --holes 2,5-7."""
+    if (args.frames is None) == (args.video is None):
+        raise ValueError("give either --frames A.png,_,_,B.png (_ marks a hole) or --video IN.mp4 with --holes")
+    if args.frames is not None:
+        if args.holes:
+            raise ValueError("--holes goes with --video; with --frames mark the holes with _")
+        names = [n.strip() for n in args.frames.split(",")]
+        images = {n: read_frames([n], args.fps)[0][0] for n in names if n != "_"}
+        return [None if n == "_" else images[n] for n in names], args.fps or 8.0
+    frames, fps = read_frames([args.video])
+    holes = _parse_positions(args.holes or "", len(frames))
+    return [None if i in holes else f for i, f in enumerate(frames)], fps
+
+
+def _parse_positions(text: str, n: int) -> set[int]:
+    """'2,5-7' -> {2, 5, 6, 7}, each in [0, n)."""
+    out: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"--holes must be frame positions like 2,5-7, got {part!r}") from None
+        if not 0 <= a <= b < n:
+            raise ValueError(f"--holes {part}: positions must be in [0, {n - 1}] for a video of {n} frames")
+        out.update(range(a, b + 1))
+    if not out:
+        raise ValueError("--holes names no frame: give positions to fill, like 2,5-7")
+    return out
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score a model's samples (or a folder of videos) against real clips; print a table, write JSON."""
     from flowvid.eval.run import EvalOptions, evaluate_folders, evaluate_model, table
@@ -423,6 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learned", action="store_true", help="the model decides how many")
     p.add_argument("--fps", type=float, default=None, help="rate of an image list (default 8)")
     p.set_defaults(func=cmd_extend)
+
+    p = sub.add_parser("complete", help="fill marked holes in a sequence of frames (scene completion)")
+    _add_sampling_args(p)
+    p.add_argument("--frames", default=None, metavar="A.png,_,_,B.png", help="images in order, _ for each hole")
+    p.add_argument("--video", default=None, help="a video whose --holes positions are filled anew")
+    p.add_argument("--holes", default=None, metavar="2,5-7", help="frame positions of --video to fill")
+    p.add_argument("--learned", action="store_true", help="the model decides how many frames each gap holds")
+    p.add_argument("--fps", type=float, default=None, help="rate of --frames images (default 8)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4); the record goes beside it (.json)")
+    p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("eval", help="score samples against real clips: FVD, PSNR/SSIM, length, physics")
     p.add_argument("--ckpt", default=None, help="a model (export folder or .ckpt) whose samples are scored")

@@ -12,8 +12,8 @@ from flowvid.config import load_config, to_yaml
 from flowvid.data.readers import open_video, probe
 from flowvid.io import read_image, write_png
 from flowvid.models import SpatioTemporalDiT
-from flowvid.pipelines import (contact_sheet, exact_grid, extend, generate, grid_for, image_to_video, interpolate,
-                               model_denoiser, write_gif)
+from flowvid.pipelines import (complete, contact_sheet, exact_grid, extend, generate, grid_for, image_to_video,
+                               interpolate, model_denoiser, write_clip, write_gif)
 
 STEPS = "6"
 
@@ -360,3 +360,46 @@ def test_sampler_options_from_the_cli(tmp_path, capsys, exported):
     for option, key in (("--kappa=quartic", "sampling.kappa"), ("--tail-steps=-2", "sampling.tail_steps")):
         assert main(["sample", "--ckpt", str(exported), "--num", "1", "--out", str(tmp_path / "bad"), option]) == 2
         assert key in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+# ----------------------------------------------------------------------------- complete
+
+
+def test_complete_fills_each_hole_in_place(loaded):
+    model, cfg = loaded
+    frames = images(6)
+    holes = [frames[0], None, None, frames[3], None, frames[5]]
+    v = complete(model, cfg, holes, 8.0, steps=6, seed=1)
+    assert v.frames.shape[0] == 6 and v.record.given == [0, 3, 5] and v.record.task == "complete"
+    for i in (0, 3, 5):
+        assert torch.equal(v.frames[i], torch.from_numpy(frames[i]))
+    trailing = complete(model, cfg, [frames[0], None, frames[2], None, None], 8.0, steps=6)
+    assert trailing.frames.shape[0] == 5  # the last given frame inserts the two after it
+    learned = complete(model, cfg, [frames[0], None, frames[2]], 8.0, learned=True, steps=6)
+    assert learned.frames.shape[0] >= 2 and len(learned.record.given) == 2
+    with pytest.raises(ValueError, match="first frame must be given"):
+        complete(model, cfg, [None, frames[1]], 8.0, steps=6)
+    with pytest.raises(ValueError, match="no hole to fill"):
+        complete(model, cfg, [frames[0], frames[1]], 8.0, steps=6)
+
+
+def test_complete_command_with_images_and_with_a_video(exported, tmp_path, capsys):
+    frames = images(5)
+    paths = write_images(tmp_path, frames)
+    out = tmp_path / "c.mp4"
+    spec = ",".join([paths[0], "_", "_", paths[3]])
+    assert main(["complete", "--ckpt", str(exported), "--frames", spec, "-o", str(out), "--steps", STEPS]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["lengths"] == [4] and record["given"] == [0, 3]
+    video = tmp_path / "v.mp4"
+    write_clip(video, frames, 8.0)
+    out2 = tmp_path / "c2.mp4"
+    assert main(["complete", "--ckpt", str(exported), "--video", str(video), "--holes", "1-2,4", "-o", str(out2),
+                 "--steps", STEPS]) == 0
+    assert json.loads(out2.with_suffix(".json").read_text())["given"] == [0, 3]
+    for bad, match in [(["--video", str(video), "--holes", "7"], "positions must be in"),
+                       (["--video", str(video), "--holes", "x"], "frame positions like"),
+                       (["--frames", spec, "--holes", "1"], "--holes goes with --video")]:
+        capsys.readouterr()
+        assert main(["complete", "--ckpt", str(exported), *bad, "-o", str(tmp_path / "bad.mp4")]) == 2
+        assert match in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()

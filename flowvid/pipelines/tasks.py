@@ -558,3 +558,41 @@ def extend(model, cfg, frames: Any, src_fps: float, num_frames: int | None = Non
     if num_frames is not None and out.shape[0] != k + num_frames:
         raise RuntimeError(f"the sampler returned {out.shape[0] - k} new frames, {num_frames} asked")
     return _video("extend", cfg, seed, steps, sampler.stats.nfe, t0, float(src_fps), out, [r], [seed], cap=cap)
+
+
+# ----------------------------------------------------------------------------- complete
+
+
+def complete(model, cfg, frames: Sequence[Any], src_fps: float, learned: bool = False, steps: int = 50,
+             seed: int = 0, max_frames: int | None = None, progress: Progress | None = None) -> Video:
+    """Fill the holes (None entries) of a frame sequence; the given frames are context (scene completion).
+
+    Exact (default): each run of holes gets exactly its frames, so output frame i is input position
+    i. learned: the model decides how many frames each gap holds (the holes only say where a gap
+    continues past the last given frame). The first frame must be given: frames are only ever
+    inserted after an existing one. All given frames are active but the last when nothing follows it.
+    """
+    _check_model(cfg, "completion", need_insertion=True)
+    _check_common(cfg, steps, 1.0, -1)
+    if not (math.isfinite(src_fps) and src_fps > 0):
+        raise ValueError(f"the input frame rate must be > 0, got {src_fps}")
+    at = [i for i, f in enumerate(frames) if f is not None]
+    if not at or at[0] != 0:
+        raise ValueError("the first frame must be given (new frames are only inserted after an existing one); "
+                         f"got holes at the start of {len(frames)} positions")
+    if len(at) == len(frames) and not learned:
+        raise ValueError("no hole to fill: mark the missing frames (e.g. a.png,_,_,b.png) or use --learned")
+    given = fit_frames(np.stack([np.asarray(frames[i]) for i in at]), cfg, "the given frames")
+    k, trailing = len(at), len(frames) - 1 - at[-1]
+    gaps = () if learned else [b - a - 1 for a, b in zip(at, at[1:])] + [trailing]
+    task = ClipTask(context=to_model_space(given), passive=[False] * (k - 1) + [trailing == 0], noise_after=0,
+                    gap_counts=gaps, seed=seed)
+    cap = _cap(cfg, max_frames, given=k) if learned else 0
+    t0 = time.perf_counter()
+    sampler = _sampler(model, cfg, steps, cap, 1.0)
+    r = sampler.sample([task], progress)[0]
+    _part_done(progress, 0, 1, sampler.max_steps)
+    out = _restore_given(to_uint8(r.frames), r.is_context, given)
+    if not learned and out.shape[0] != len(frames):
+        raise RuntimeError(f"the sampler returned {out.shape[0]} frames for {len(frames)} positions")
+    return _video("complete", cfg, seed, steps, sampler.stats.nfe, t0, float(src_fps), out, [r], [seed], cap=cap)
