@@ -303,7 +303,7 @@ def track_balls(frames, colors=None, background=None) -> Tracks:
     radius r = sqrt(A_typ / pi - 1/12) / W (area_radius).
     """
     levels = _clip_levels(frames)  # (F, H, W, 3)
-    f, size = levels.shape[0], levels.shape[2]
+    size = levels.shape[2]
     estimated = colors is None
     # background pixels are exactly round(level): compare with that, so they give alpha = 0 exactly
     bg = estimate_background(levels) if background is None else np.round(to_levels(background)).reshape(3)

@@ -35,7 +35,6 @@ TASK_METRICS = {
     "interpolate": {"fvd", "psnr", "ssim", "physics"},
 }
 PSNR_CAP_DB = 100.0  # a frame equal to its reference has infinite PSNR; averages cap it here
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".m4v")
 
 Progress = Callable[[str, int, int], None]
 
@@ -203,19 +202,20 @@ def _manifest_clips(cfg, num: int) -> ClipSet:
 
 
 def list_videos(path: str | Path) -> dict[str, Path]:
-    """{name without suffix: file} of every video under a folder (recursive) or of a manifest, sorted."""
+    """{name without suffix: file} of every video under a folder (recursive, as `flowvid data index`
+    finds them) or of a manifest, sorted."""
+    from data_pipelines.index import VIDEO_EXTENSIONS, find_videos
     from flowvid.data.manifest import read_manifest, resolve
 
     root = Path(path)
     if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-        named = {str(p.relative_to(root).with_suffix("")): p for p in files}
+        named = {str(p.relative_to(root).with_suffix("")): p for p in find_videos(root)}
     elif root.is_file() and root.suffix == ".jsonl":
         named = {str(Path(e.path).with_suffix("")): resolve(root, e.path) for e in read_manifest(root)}
     else:
         raise FileNotFoundError(f"{path}: expected a folder of videos or a manifest (.jsonl)")
     if not named:
-        raise ValueError(f"{path}: no videos found (looked for {', '.join(VIDEO_SUFFIXES)})")
+        raise ValueError(f"{path}: no videos found (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
     return named
 
 
