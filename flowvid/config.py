@@ -30,6 +30,12 @@ class KappaName(str, Enum):
     cosine = "cosine"
 
 
+class InsertionOrder(str, Enum):
+    random = "random"
+    left_to_right = "left_to_right"
+    hierarchical = "hierarchical"
+
+
 class TimeDistName(str, Enum):
     uniform = "uniform"
     logit_normal = "logit_normal"
@@ -74,6 +80,9 @@ class PathConfig:
     kind: PathKind = PathKind.insertion
     kappa: KappaName = KappaName.linear
     n_start: int = 2  # frames present at t = 0, frame 0 included
+    # the order frames appear in training: random (i.i.d. delays; the model learns where to
+    # insert) or a prescribed one (left_to_right, hierarchical), for the order ablation
+    order: InsertionOrder = InsertionOrder.random
     time: TimeConfig = field(default_factory=TimeConfig)
 
     def problems(self) -> Iterator[tuple[str, str]]:

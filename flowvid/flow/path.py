@@ -22,6 +22,7 @@ from flowvid.flow.schedulers import Kappa, get_kappa
 from flowvid.flow.timedist import GlobalTime
 
 KINDS = ("insertion", "full_sequence", "autoregressive")
+ORDERS = ("random", "left_to_right", "hierarchical")
 FrameSpec = Tensor | Sequence[int] | None  # a (F,) bool mask or a list of frame indices
 
 # r in [0, 1) is kept strictly below 1 so that float rounding never makes the last frame terminal.
@@ -103,8 +104,11 @@ class InsertionPath:
         kind: str = "insertion",
         time: GlobalTime | None = None,
         insertion_phase_weight: float = 0.0,
+        order: str = "random",
     ):
-        kind = getattr(kind, "value", kind)
+        kind, order = getattr(kind, "value", kind), getattr(order, "value", order)
+        if order not in ORDERS:
+            raise ValueError(f"unknown insertion order {order!r}; expected one of {list(ORDERS)}")
         if kind not in KINDS:
             raise ValueError(f"unknown path kind {kind!r}; expected one of {list(KINDS)}")
         if n_start < 1:
@@ -116,16 +120,17 @@ class InsertionPath:
         self.n_start = n_start
         self.time = time or GlobalTime()
         self.insertion_phase_weight = insertion_phase_weight
+        self.order = order
 
     @classmethod
     def from_config(cls, cfg) -> "InsertionPath":
         """From a flowvid.config.PathConfig."""
         time = GlobalTime(cfg.time.dist, cfg.time.loc, cfg.time.scale)
-        return cls(cfg.kappa, cfg.n_start, cfg.kind, time, cfg.time.insertion_phase_weight)
+        return cls(cfg.kappa, cfg.n_start, cfg.kind, time, cfg.time.insertion_phase_weight, cfg.order)
 
     def __repr__(self) -> str:
         return (f"InsertionPath(kind={self.kind!r}, kappa={self.kappa.name!r}, n_start={self.n_start}, "
-                f"time={self.time!r}, insertion_phase_weight={self.insertion_phase_weight})")
+                f"time={self.time!r}, insertion_phase_weight={self.insertion_phase_weight}, order={self.order!r})")
 
     # -- the three random steps: delays, global time, noise ------------------------------
 
@@ -137,6 +142,8 @@ class InsertionPath:
             return torch.zeros(num_frames, device=device)
         if self.kind == "autoregressive":
             return torch.where(free, free.cumsum(0) - 1, 0).float()
+        if self.order != "random":
+            return torch.where(context, 0.0, self._ordered_delays(free, generator))
         # Frame 0 always starts; n_start - 1 more start frames are drawn among the free ones.
         start = torch.zeros(num_frames, dtype=torch.bool, device=device)
         start[0] = True
@@ -145,6 +152,22 @@ class InsertionPath:
         start[candidates[order[: self.n_start - 1]]] = True
         u = self.kappa.inverse(torch.rand(num_frames, generator=generator, device=device))
         return torch.where(start | context, 0.0, u)
+
+    def _ordered_delays(self, free: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Delays whose order follows `self.order`: the same kappa^{-1}(U) values as i.i.d. delays,
+        sorted and handed out in that order; the first n_start free frames of the order start."""
+        device, n = free.device, free.shape[0]
+        u = self.kappa.inverse(torch.rand(n, generator=generator, device=device)).sort().values
+        tie = torch.rand(n, generator=generator, device=device)  # random order within a level
+        level = torch.arange(n, device=device, dtype=torch.float32)
+        if self.order == "hierarchical":
+            level = dyadic_levels(n).to(device)
+        # frame 0 first, then by level (context frames last: their delay is 0 anyway)
+        key = level + tie * 0.5 + (~free).float() * 2 * n
+        key[0] = -1.0
+        rank = key.argsort().argsort()  # (F,) place of each frame in the order
+        u = u[rank]
+        return torch.where(rank < self.n_start, 0.0, u)
 
     def global_time(self, u: Tensor, context: Tensor, generator: torch.Generator | None = None,
                     fraction: float | None = None) -> Tensor:
@@ -288,6 +311,23 @@ class InsertionPath:
             x0 = torch.randn((len(vis.index), *c.shape[1:]), generator=noise_g, device=c.device, dtype=c.dtype)
             drawn.append((vis, x0))
         return _pack_visible(clips, drawn)
+
+
+def dyadic_levels(num_frames: int) -> Tensor:
+    """(F,) level of each frame in coarse-to-fine bisection: 0 for the two ends, 1 for the middle,
+    2 for the quarter points, ..."""
+    level = torch.full((num_frames,), float(num_frames))
+    level[0] = level[-1] = 0.0
+    spans, depth = [(0, num_frames - 1)], 1
+    while spans:
+        nxt = []
+        for a, b in spans:
+            if b - a > 1:
+                m = (a + b) // 2
+                level[m] = depth
+                nxt += [(a, m), (m, b)]
+        spans, depth = nxt, depth + 1
+    return level
 
 
 def _noised(x1v: Tensor, x0: Tensor, t: Tensor, flowing: Tensor) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,7 @@ import torch
 
 from flowvid.config import load_config
 from flowvid.flow import GlobalTime, InsertionPath, get_kappa, pack
+from flowvid.flow.path import dyadic_levels
 from flowvid.flow.stats import closed_form_visible_stats, measured_visible_stats
 
 KAPPAS = ["linear", "cubic", "cosine"]
@@ -192,12 +193,40 @@ def test_batch_packs_clips_in_order():
         assert torch.equal(getattr(again, name), getattr(packed, name)), name
 
 
+@pytest.mark.parametrize("order", ["left_to_right", "hierarchical"])
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_prescribed_orders(order, task, gen):
+    """Frames appear in the order's sequence (ties within a hierarchy level in any order); each
+    sample keeps every invariant of the path."""
+    x1 = torch.randn(10, 1, 2, 2, generator=gen)
+    context, passive = TASKS[task]
+    path = InsertionPath(order=order, n_start=2)
+    level = torch.arange(10.0) if order == "left_to_right" else dyadic_levels(10)
+    ctx = torch.zeros(10, dtype=torch.bool)
+    ctx[context or []] = True
+    for _ in range(20):
+        u = path.delays(10, ctx, gen)
+        assert u[0] == 0 and (u[ctx] == 0).all()
+        free = (~ctx).nonzero().squeeze(1)
+        for a in free:
+            for b in free:
+                if level[a] < level[b] and u[b] > 0:
+                    assert u[a] <= u[b], f"{order}: frame {int(a)} (level {level[a]}) after frame {int(b)}"
+        check_invariants(path.sample(x1, generator=gen, context=context, passive=passive), x1, context)
+
+
+def test_dyadic_levels():
+    assert dyadic_levels(9).tolist() == [0, 3, 2, 3, 1, 3, 2, 3, 0]
+    assert dyadic_levels(2).tolist() == [0, 0]
+
+
 def test_from_config_uses_every_field():
     cfg = load_config("configs/base.yaml", ["path.kappa=cosine", "path.n_start=3", "path.time.dist=logit_normal",
                                             "path.time.scale=0.5", "path.time.insertion_phase_weight=0.25",
-                                            "path.kind=autoregressive"]).path
+                                            "path.kind=autoregressive", "path.order=hierarchical"]).path
     p = InsertionPath.from_config(cfg)
     assert (p.kind, p.kappa.name, p.n_start, p.insertion_phase_weight) == ("autoregressive", "cosine", 3, 0.25)
+    assert p.order == "hierarchical"
     assert (p.time.dist, p.time.scale) == ("logit_normal", 0.5)
 
 
@@ -223,6 +252,8 @@ def test_bad_shapes_and_settings(gen):
         InsertionPath(n_start=0)
     with pytest.raises(ValueError, match="insertion"):
         InsertionPath(kind="diffusion")
+    with pytest.raises(ValueError, match="insertion order"):
+        InsertionPath(order="backwards")
 
 
 @pytest.mark.parametrize("kind", ["insertion", "full_sequence", "autoregressive"])
