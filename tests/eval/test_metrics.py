@@ -7,7 +7,7 @@ import torch
 
 from flowvid.eval import feature_stats, frechet_distance, frechet_distance_of, psnr, psnr_frames, ssim, ssim_frames
 from flowvid.eval.frechet import FeatureStats
-from flowvid.eval.interpolation import blend_baseline, repeat_baseline, score_dropped, subsample
+from flowvid.eval.interpolation import align_learned, blend_baseline, repeat_baseline, score_dropped, subsample
 
 
 def _gaussian(rng, n, mean, cov):
@@ -167,3 +167,10 @@ def test_the_metrics_import_no_lightning():
             "print('lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_learned_interpolation_is_aligned_nearest_in_time():
+    frames = np.arange(8).reshape(8, 1, 1, 1).astype(np.uint8)  # frame value = output index
+    # keyframes at 0, 4 (3 generated, the true count at stride 4), 5 (none), 7 (one)
+    got = align_learned(frames, [0, 4, 5, 7], 4)[:, 0, 0, 0].tolist()
+    assert got == [0, 1, 2, 3, 4, 4, 4, 5, 5, 5, 6, 7, 7]  # halves round to even
