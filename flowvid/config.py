@@ -268,6 +268,10 @@ class TrainConfig:
     accumulate_grad_batches: int = 1  # batches per optimizer step (each frame of them counts the same)
     init_from: str = ""  # export folder or .ckpt whose EMA weights start a new run (fine-tuning)
     checkpoint_every: int = 1000  # steps between checkpoints (last.ckpt is always the newest)
+    # stop once this rank has done this many model TFLOPs (3 x the forward's matmuls on the visible
+    # frames); 0 = off. Compares methods at equal compute: an insertion step is cheaper than a
+    # full-sequence one. With it, optim.schedule=cosine|linear still ends at trainer.max_steps.
+    max_tflops: float = 0.0
     keep_checkpoints: int = 3  # stepNNNNNNNN.ckpt files kept, the newest; 0 = all of them
     preview_clips: int = 2  # clips sampled with the EMA weights at each validation, as GIFs in the run folder
     preview_steps: int = 20
@@ -291,6 +295,8 @@ class TrainConfig:
             yield "keep_checkpoints", f"must be >= 0 (0 keeps every checkpoint), got {self.keep_checkpoints}"
         if self.accumulate_grad_batches < 1:
             yield "accumulate_grad_batches", f"must be >= 1 (batches a step), got {self.accumulate_grad_batches}"
+        if self.max_tflops < 0:
+            yield "max_tflops", f"must be >= 0 (0 = no compute budget), got {self.max_tflops}"
         if self.max_nonfinite_steps < 1 or self.checkpoint_every < 1 or self.ema_start < 0:
             yield "max_nonfinite_steps", "max_nonfinite_steps and checkpoint_every must be >= 1, ema_start >= 0"
         known = ("generate", "i2v", "interpolate", "extend", "complete")  # flowvid.flow.tasks.TASKS (no torch here)

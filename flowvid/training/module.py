@@ -161,6 +161,7 @@ class FlowceptionModule(L.LightningModule):
         self.step_log = StepLog()
         self.bar_values: dict[str, float] = {}  # what the progress bar shows: numbers on the host
         self._forward_flops: dict[int, int] = {}  # clip length -> forward FLOPs
+        self.total_flops = 0  # model FLOPs this rank has trained (skipped steps included)
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -315,7 +316,17 @@ class FlowceptionModule(L.LightningModule):
                 terms = self.global_terms(sample, out, w)
                 self.manual_backward(terms.total)
             stats.append(MicroBatchStats.of(terms, sample, out, self.step_flops(sample)))
+        self.spend(sum(s.flops for s in stats))
         return stats
+
+    def spend(self, flops: int) -> None:
+        """Counts a step's FLOPs; asks the trainer to stop once train.max_tflops are spent."""
+        self.total_flops += flops
+        budget = self.cfg.train.max_tflops
+        if budget:  # every rank stops at the same step: the first one to reach the budget decides
+            spent = self.total_flops >= budget * 1e12
+            if self.trainer.strategy.reduce_boolean_decision(spent, all=False):
+                self.trainer.should_stop = True
 
     def step_flops(self, sample) -> int:
         """Model FLOPs of a forward and backward on the sample's visible frames: 3 x the forward's
@@ -524,7 +535,8 @@ class FlowceptionModule(L.LightningModule):
         checkpoint["flowvid"] = {"config": to_yaml(self.cfg), "epoch": self.current_epoch,
                                  "batches_in_epoch": self.batches_in_epoch,
                                  "global_batches_in_epoch": self.global_batches_in_epoch,
-                                 "clips_in_epoch": self.clips_in_epoch(), "skipped_steps": self.skipped_steps}
+                                 "clips_in_epoch": self.clips_in_epoch(), "skipped_steps": self.skipped_steps,
+                                 "flops": self.total_flops}
         if not isinstance(self.model, FSDP) and checkpoint.get("optimizer_states"):
             checkpoint["optimizer_states"] = [self.numbered_by_module(s) for s in checkpoint["optimizer_states"]]
 
@@ -551,3 +563,4 @@ class FlowceptionModule(L.LightningModule):
         # a run restarted mid-epoch gets no on_train_epoch_start: the counters continue from here
         _, self.global_batches_in_epoch, self.batches_in_epoch, _ = self.resume_position
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.total_flops = state.get("flops", 0)

@@ -121,7 +121,8 @@ class LastCheckpoint(L.Callback):
         self.stop.install()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        last_step = 0 < trainer.max_steps <= trainer.global_step
+        # the step budget, or a stop asked for in the step (train.max_tflops)
+        last_step = 0 < trainer.max_steps <= trainer.global_step or trainer.should_stop
         last_epoch = trainer.max_epochs not in (None, -1) and trainer.is_last_batch and \
             trainer.current_epoch + 1 >= trainer.max_epochs
         cause = self.stop.any_rank(module.device)

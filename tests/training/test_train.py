@@ -59,6 +59,22 @@ def test_epochs_shorter_than_the_logging_interval_are_logged(tmp_path):
     assert [int(r["step"]) for r in rows] == [2, 5]
 
 
+def test_a_compute_budget_stops_the_run_once_spent_and_resumes_counting(tmp_path):
+    """train.max_tflops: the run stops at the first step whose model FLOPs reach the budget, writes
+    last.ckpt there, and a resumed run counts on from the checkpoint's total."""
+    run = tmp_path / "run"
+    base = ["trainer.max_steps=100", "trainer.limit_val_batches=0", "train.preview_clips=0"]
+    first = train(tiny(*base, "trainer.max_steps=3"), tmp_path / "probe")
+    per_step = torch.load(first.last_checkpoint, weights_only=False)["flowvid"]["flops"] / 3
+    budget = 5.5 * per_step / 1e12
+    r = train(tiny(*base, f"train.max_tflops={budget}"), run)
+    spent = torch.load(r.last_checkpoint, weights_only=False)["flowvid"]["flops"]
+    assert 4 <= r.steps <= 8 and spent >= budget * 1e12  # steps differ in visible frames, so in FLOPs
+    # a budget just above what was spent: one more step, if the count went on from the checkpoint's
+    r2 = train(tiny(*base, f"train.max_tflops={(spent + 1) / 1e12}"), run, resume="auto")
+    assert r2.steps == r.steps + 1
+
+
 @pytest.mark.parametrize("keep,kept", [(0, [2, 4, 6, 8]), (1, [8]), (3, [4, 6, 8])])
 def test_step_checkpoints_kept(tmp_path, keep, kept):
     r = train(tiny("trainer.max_steps=8", "train.checkpoint_every=2", f"train.keep_checkpoints={keep}",
