@@ -69,7 +69,7 @@ class ClipSet:
     sources: list[str]
     fps: float
     truth: list[dict] | None = None  # balls: per clip {"colors": (n, 3), "background": (3,)} in [-1, 1]
-    nfe: int = 0  # network evaluations that made the set (sampled sets)
+    nfe: float = 0.0  # mean network evaluations of the sampler call(s) that made a clip (sampled sets)
     gap_counts: list[int] | None = None  # learned interpolation: frames the model put in each gap
 
     @property
@@ -152,8 +152,9 @@ def real_from_config(cfg, num: int) -> ClipSet:
     """num real clips of the config's data, at the model's frame size, deterministic.
 
     Synthetic: clips 0..num-1 of a stream disjoint from training and validation, each whole (its
-    own length). Manifest: the first num videos of data.val_manifest (else data.manifest), one
-    window each of a length drawn as training draws them, centre-cropped.
+    own length). Manifest: num videos spread evenly over data.val_manifest (else data.manifest), one
+    window each of a length drawn as training draws them (with data.clip_mode=whole, the whole
+    video), centre-cropped.
     """
     d = cfg.data
     if d.source.value == "synthetic":
@@ -182,7 +183,7 @@ def _synthetic_clips(cfg, num: int) -> ClipSet:
 
 
 def _manifest_clips(cfg, num: int) -> ClipSet:
-    """The first num videos; clip i's length drawn as training draws lengths, its window from seed i."""
+    """num videos spread over the manifest; video i's length drawn as training draws lengths, its window from seed i."""
     from dataclasses import replace
 
     from flowvid.config import CropMode
@@ -197,7 +198,8 @@ def _manifest_clips(cfg, num: int) -> ClipSet:
     ds = ManifestDataset(read_manifest(path), path, replace(d, crop=CropMode.center))
     lengths = ClipLengths(d.min_frames, d.max_frames, d.frame_choices)
     clips, sources, rates = [], [], []
-    for i in range(min(num, len(ds))):
+    # spread over the manifest, which is often sorted by folder (one kind of video after another)
+    for i in np.unique(np.linspace(0, len(ds) - 1, min(num, len(ds))).round().astype(int)).tolist():
         n = lengths.draw(*ds.frame_range(i), np.random.default_rng(i))
         clip = ds[ClipRequest(index=i, num_frames=n, seed=i)] if n else None
         if clip is None:
@@ -281,8 +283,9 @@ def sample_task(model, cfg, real: ClipSet, opts: EvalOptions, progress: Progress
     if task == "generate":
         out = generate(model, cfg, n, opts.steps, opts.seed, batch_size=8)
         clips = [c.numpy() for c in out.clips]
-        return ClipSet(clips, [f"generate:seed={opts.seed + i}" for i in range(n)], out.record.fps, nfe=out.record.nfe)
-    clips, nfe, gaps = [], 0, []
+        return ClipSet(clips, [f"generate:seed={opts.seed + i}" for i in range(n)], out.record.fps,
+                       nfe=float(np.mean([c.nfe for c in out.record.clips])))
+    clips, nfe, gaps = [], [], []
     for i, clip in enumerate(real.clips):
         video = _conditional(model, cfg, clip, real.fps, opts, opts.seed + i)
         frames = video.frames.numpy()
@@ -291,11 +294,11 @@ def sample_task(model, cfg, real: ClipSet, opts: EvalOptions, progress: Progress
             gaps += [b - a - 1 for a, b in zip(given, given[1:])]
             frames = align_learned(frames, given, opts.stride)
         clips.append(frames)
-        nfe += video.record.nfe
+        nfe.append(video.record.nfe)
         if progress is not None:
             progress(task, i + 1, n)
     return ClipSet(clips, [f"{task}:{s}:seed={opts.seed + i}" for i, s in enumerate(real.sources)], real.fps,
-                   real.truth if task != "generate" else None, nfe, gaps if opts.learned else None)
+                   real.truth if task != "generate" else None, float(np.mean(nfe)), gaps if opts.learned else None)
 
 
 def _conditional(model, cfg, clip: np.ndarray, fps: float, opts: EvalOptions, seed: int):
@@ -566,7 +569,7 @@ def _describe_data(cfg) -> str:
 def _set_record(s: ClipSet, where: str = "") -> dict[str, Any]:
     record = {"count": len(s.clips), "fps": s.fps, "lengths": s.lengths, "sources": s.sources}
     if s.nfe:
-        record["nfe"] = s.nfe
+        record["nfe_per_clip"] = s.nfe
     if s.gap_counts is not None:
         record["gap_counts"] = s.gap_counts
     return {"path": where, **record} if where else record

@@ -134,7 +134,7 @@ def test_learned_interpolation_scores_nearest_frames_and_counts_gaps(exported, t
     assert gaps["true_count"] == 2 and gaps["gaps"] == len(r["fake"]["gap_counts"]) > 0
     assert gaps["exact"] == np.mean(np.array(r["fake"]["gap_counts"]) == 2)
     # scored on the reference grid whatever the counts were
-    assert r["fake"]["lengths"] == r["real"]["lengths"] and r["fake"]["nfe"] > 0
+    assert r["fake"]["lengths"] == r["real"]["lengths"] and r["fake"]["nfe_per_clip"] > 0
     assert "gap counts" in stdout
 
 
@@ -146,7 +146,7 @@ def test_sampler_options_reach_the_sampler(exported, tmp_path, capsys):
                            capsys)
         assert code == 0, err
         r = strict_json(out)
-        seen.append(r["fake"]["nfe"])
+        seen.append(r["fake"]["nfe_per_clip"])
         assert r["options"]["tail_steps"] == (2 if opts else 0)
     assert seen[1] <= seen[0]  # a bounded tail never needs more evaluations
     assert_refused(["--ckpt", exported, "--metrics", "length", "--learned"], capsys, tmp_path / "x.json", "--learned")
