@@ -134,26 +134,29 @@ class InsertionPath:
 
     # -- the three random steps: delays, global time, noise ------------------------------
 
-    def delays(self, num_frames: int, context: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """(F,) delays u_i: 0 for start and context frames, kappa^{-1}(U_i) for the others."""
+    def delays(self, num_frames: int, context: Tensor, generator: torch.Generator | None = None,
+               n_start: int | None = None) -> Tensor:
+        """(F,) delays u_i: 0 for start and context frames, kappa^{-1}(U_i) for the others.
+        `n_start` replaces the path's own count of start frames for this clip (frame 0 included)."""
         device = context.device
+        n_start = self.n_start if n_start is None else n_start
         free = ~context
         if self.kind == "full_sequence":
             return torch.zeros(num_frames, device=device)
         if self.kind == "autoregressive":
             return torch.where(free, free.cumsum(0) - 1, 0).float()
         if self.order != "random":
-            return torch.where(context, 0.0, self._ordered_delays(free, generator))
+            return torch.where(context, 0.0, self._ordered_delays(free, generator, n_start))
         # Frame 0 always starts; n_start - 1 more start frames are drawn among the free ones.
         start = torch.zeros(num_frames, dtype=torch.bool, device=device)
         start[0] = True
         candidates = (free & ~start).nonzero().squeeze(1)
         order = torch.rand(len(candidates), generator=generator, device=device).argsort()
-        start[candidates[order[: self.n_start - 1]]] = True
+        start[candidates[order[: n_start - 1]]] = True
         u = self.kappa.inverse(torch.rand(num_frames, generator=generator, device=device))
         return torch.where(start | context, 0.0, u)
 
-    def _ordered_delays(self, free: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _ordered_delays(self, free: Tensor, generator: torch.Generator | None, n_start: int) -> Tensor:
         """Delays whose order follows `self.order`: the same kappa^{-1}(U) values as i.i.d. delays,
         sorted and handed out in that order; the first n_start free frames of the order start."""
         device, n = free.device, free.shape[0]
@@ -167,7 +170,7 @@ class InsertionPath:
         key[0] = -1.0
         rank = key.argsort().argsort()  # (F,) place of each frame in the order
         u = u[rank]
-        return torch.where(rank < self.n_start, 0.0, u)
+        return torch.where(rank < n_start, 0.0, u)
 
     def global_time(self, u: Tensor, context: Tensor, generator: torch.Generator | None = None,
                     fraction: float | None = None) -> Tensor:
@@ -244,18 +247,21 @@ class InsertionPath:
         tau: float | Tensor | None = None,
         fraction: float | None = None,
         noise_generator: torch.Generator | None = None,
+        n_start: int | None = None,
     ) -> PathSample:
         """One clip x1: (F, C, H, W). `context`/`passive`: frame masks or indices; `tau` fixes tau_g,
         `fraction` fixes where tau_g falls in its range (0 = start, 1 = end).
 
         The delays and the global time are drawn from `generator`, on its device; the noise from
         `noise_generator` (default: `generator`), on x1's device. With a CPU generator for the
-        draws and a GPU one for the noise, a clip on the GPU is sampled without host syncs."""
-        u, tau, ctx, pas, noise = self.draw(x1, generator, context, passive, tau, fraction, noise_generator)
+        draws and a GPU one for the noise, a clip on the GPU is sampled without host syncs.
+        `n_start` replaces the path's count of start frames for this clip (see `delays`)."""
+        u, tau, ctx, pas, noise = self.draw(x1, generator, context, passive, tau, fraction, noise_generator, n_start)
         return self.at(x1, u, tau, ctx, pas, noise)
 
     def draw(self, x1: Tensor, generator: torch.Generator | None, context: FrameSpec, passive: FrameSpec,
-             tau: float | Tensor | None, fraction: float | None, noise_generator: torch.Generator | None):
+             tau: float | Tensor | None, fraction: float | None, noise_generator: torch.Generator | None,
+             n_start: int | None = None):
         """The checked task masks, the delays and the global time of one clip (see `sample`), and
         the generator its noise is drawn from."""
         if x1.dim() != 4:
@@ -266,7 +272,7 @@ class InsertionPath:
                              f"{noise.device.type}; pass noise_generator=torch.Generator(device='{x1.device.type}')")
         draws = generator.device if generator is not None else x1.device
         ctx, pas = task_masks(x1.shape[0], context, passive, draws)
-        u = self.delays(x1.shape[0], ctx, generator)
+        u = self.delays(x1.shape[0], ctx, generator, n_start)
         if tau is None:
             tau = self.global_time(u, ctx, generator, fraction)
         elif float(tau) < 0:
@@ -282,6 +288,7 @@ class InsertionPath:
         tau: Sequence[float] | Tensor | None = None,
         fraction: float | None = None,
         noise_generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        n_start: Sequence[int | None] | None = None,
     ) -> PackedPathSample:
         """Clips of different lengths (same C, H, W), sampled in turn and packed without padding;
         the same values as `sample` on each clip in turn, then `pack`.
@@ -289,7 +296,8 @@ class InsertionPath:
         `generator` (and `noise_generator`, see `sample`): one shared by all clips, or one per
         clip (a clip's draws then do not depend on which batch or rank it lands in). With CPU
         generators for the draws, each per-frame value reaches the frames' device in one copy for
-        the whole batch and the frames are gathered in one indexing."""
+        the whole batch and the frames are gathered in one indexing. `n_start`: per clip, its count of
+        start frames (None: the path's own)."""
         if len(clips) == 0:
             raise ValueError("sample_batch needs at least one clip, got an empty list")
         shapes = {tuple(c.shape[1:]) for c in clips}
@@ -301,11 +309,12 @@ class InsertionPath:
         taus = [None] * n if tau is None else list(tau)
         gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * n
         noise = list(noise_generator) if isinstance(noise_generator, (list, tuple)) else [noise_generator] * n
-        if not len(context) == len(passive) == len(taus) == len(gens) == len(noise) == n:
-            raise ValueError(f"context, passive, tau and generators need one entry per clip ({n})")
+        starts = [None] * n if n_start is None else list(n_start)
+        if not len(context) == len(passive) == len(taus) == len(gens) == len(noise) == len(starts) == n:
+            raise ValueError(f"context, passive, tau, n_start and generators need one entry per clip ({n})")
         drawn = []
-        for c, g, ctx, pas, tt, ng in zip(clips, gens, context, passive, taus, noise):
-            u, tau_g, ctx_mask, pas_mask, noise_g = self.draw(c, g, ctx, pas, tt, fraction, ng)
+        for c, g, ctx, pas, tt, ng, ns in zip(clips, gens, context, passive, taus, noise, starts):
+            u, tau_g, ctx_mask, pas_mask, noise_g = self.draw(c, g, ctx, pas, tt, fraction, ng, ns)
             vis = self.visible(u, tau_g, ctx_mask, pas_mask, c.dtype)
             # drawn clip by clip, as `sample` does: a generator shared by draws and noise gives the same values
             x0 = torch.randn((len(vis.index), *c.shape[1:]), generator=noise_g, device=c.device, dtype=c.dtype)

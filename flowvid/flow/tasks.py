@@ -23,6 +23,9 @@ TASKS = ("generate", "i2v", "interpolate", "extend", "complete")
 # what train.tasks = {} means: mostly generation, and every tool's condition often enough to learn it
 DEFAULT_TASKS = {"generate": 0.4, "i2v": 0.15, "interpolate": 0.25, "extend": 0.15, "complete": 0.05}
 PREFIX_TASKS = ("generate", "i2v", "extend")  # what an autoregressive model can be given
+# Tasks whose tools start from the given frames alone (`flowvid interpolate`, `flowvid complete`
+# place no noise frame at the start): trained so, with frame 0 the only start frame.
+NO_EXTRA_START = ("interpolate", "complete")
 
 
 @dataclass
@@ -32,6 +35,12 @@ class GivenFrames:
     task: str
     context: list[int]
     passive: list[int]
+
+    @property
+    def n_start(self) -> int | None:
+        """The clip's count of start frames: 1 (frame 0 only) where the tool starts from the given
+        frames alone, else None (the path's path.n_start)."""
+        return 1 if self.task in NO_EXTRA_START else None
 
 
 def task_weights(weights: Mapping[str, float], kind: str) -> dict[str, float]:

@@ -235,7 +235,8 @@ class FlowceptionModule(L.LightningModule):
         clips = batch.clips()
         given = [self.given_frames(len(c), g) for c, g in zip(clips, draws)]
         return self.path.sample_batch(clips, generator=draws, noise_generator=noise, fraction=fraction,
-                                      context=[x.context for x in given], passive=[x.passive for x in given])
+                                      context=[x.context for x in given], passive=[x.passive for x in given],
+                                      n_start=[x.n_start for x in given])
 
     def given_frames(self, num_frames: int, draws: torch.Generator) -> GivenFrames:
         """The clip's task (train.tasks), drawn from a generator of its own seeded from the clip's draws,

@@ -1,4 +1,5 @@
 """The trainer draws each clip's task (train.tasks) and gives its frames to the path."""
+import pytest
 import torch
 
 from flowvid.config import load_config
@@ -34,3 +35,27 @@ def test_interpolation_training_gives_clean_keyframes_with_no_velocity_loss():
     # the same clip seed and step draw the same task and frames again (resume, other ranks)
     again = module.sample_path(batch, module.generators(batch, step=0, salt=0))
     assert torch.equal(again.context, s.context) and torch.equal(again.x_t, s.x_t)
+
+
+@pytest.mark.parametrize("task,extra", [("interpolate", 0), ("complete", 0), ("generate", 1), ("i2v", 1)])
+def test_start_frames_match_what_each_tool_starts_from(task, extra):
+    """At global time 0 a clip shows its given frames, frame 0 and the extra start frames: none for
+    interpolation and completion (their tools start from the given frames alone), n_start - 1 else."""
+    cfg = load_config("configs/tiny.yaml", [f"train.tasks={{{task}: 1.0}}"])
+    module = FlowceptionModule(cfg)
+    batch = first_batch(cfg)
+    gens = module.generators(batch, step=0, salt=0)
+    given = [module.given_frames(len(c), g) for c, g in zip(batch.clips(), gens[0])]
+    seen = {}
+    real = module.path.sample_batch
+
+    def at_time_zero(clips, **kw):  # the trainer's own call, at global time 0
+        seen.update(kw)
+        return real(clips, **{**kw, "tau": [0.0] * len(clips), "fraction": None})
+
+    module.path.sample_batch = at_time_zero
+    s = module.sample_path(batch, gens)
+    assert seen["n_start"] == [x.n_start for x in given]
+    for i, x in enumerate(given):
+        shown = int(s.cu_seqlens[i + 1] - s.cu_seqlens[i])
+        assert shown == len(set(x.context) | {0}) + extra, (task, x)
