@@ -25,7 +25,7 @@ def test_roundtrip_through_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("override,match", [
-    ("path.n_strat=2", r"unknown config key 'path.n_strat'; valid keys here: kind, kappa, n_start, time"),
+    ("path.n_strat=2", r"unknown config key 'path.n_strat'; valid keys here: kind, kappa, n_start, order, time"),
     ("modle.depth=2", r"unknown config key 'modle'.*model"),
     ("path.kappa=quartic", r"'path.kappa'.*expected one of \[linear, cubic, cosine\]"),
     ("model.depth=deep", r"'model.depth'.*Integer"),
