@@ -368,7 +368,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     opts = EvalOptions(metrics=[m.strip() for m in args.metrics.split(",") if m.strip()], task=args.task,
                        num=args.num, steps=args.steps, seed=args.seed, stride=args.stride, context=args.context,
-                       learned=args.learned, tail_steps=args.tail_steps, skip=args.skip, fvd_frames=args.fvd_frames, fvd_model=args.fvd_model or "", batch_size=args.batch_size,
+                       learned=args.learned, tail_steps=args.tail_steps, skip=args.skip,
+                       fvd_frames=args.fvd_frames, fvd_model=args.fvd_model or "", batch_size=args.batch_size,
                        real_features=args.real_features or "", device=args.device)
     if args.device.startswith("cuda"):
         import torch
