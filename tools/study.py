@@ -218,7 +218,7 @@ class Study:
             name = "balls_insertion" if order == "random" else f"balls_order_{order}"
             facts = self.train(name, cfgs, over + ([] if order == "random" else [f"path.order={order}"]))
             res = self.eval(name, facts["model"], "fvd,length,physics")
-            interp = self.eval(f"interp_balls_k2_exact" if order == "random" else f"interp_{name}_k2",
+            interp = self.eval("interp_balls_k2_exact" if order == "random" else f"interp_{name}_k2",
                                facts["model"], "psnr,ssim", "--task", "interpolate", "--stride", 2)
             rows[order] = {**facts, **generation_scores(res), "interp_psnr_k2": interp_scores(interp)["model_psnr"]}
         self.results["order"] = rows
@@ -344,8 +344,6 @@ def plots(results: dict, out: Path, size: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flowvid.io import atomic_path
-
     names = []
     fvd = {f"{sec}: {k}": r["fvd"] for sec in ("methods", "order", "timedist", "sampler")
            for k, r in results.get(sec, {}).items()}
@@ -354,7 +352,7 @@ def plots(results: dict, out: Path, size: str) -> list[str]:
         ax.barh(list(fvd), list(fvd.values()))
         ax.invert_yaxis()
         ax.set_xlabel("FVD (I3D) against the data, lower is better")
-        names.append(_save(fig, out / f"study_{size}_fvd.png", atomic_path))
+        names.append(_save(fig, out / f"study_{size}_fvd.png"))
     interp = results.get("interpolation", {})
     if interp:
         fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -364,12 +362,14 @@ def plots(results: dict, out: Path, size: str) -> list[str]:
         ax.set_xticks(np.arange(len(keys)), keys, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("PSNR of the made frames (dB)")
         ax.legend()
-        names.append(_save(fig, out / f"study_{size}_interpolation.png", atomic_path))
+        names.append(_save(fig, out / f"study_{size}_interpolation.png"))
     return names
 
 
-def _save(fig, path: Path, atomic_path) -> str:
+def _save(fig, path: Path) -> str:
     import matplotlib.pyplot as plt
+
+    from flowvid.io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
