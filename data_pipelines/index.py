@@ -18,6 +18,7 @@ from typing import Callable
 
 from flowvid.data.manifest import BadFile, ManifestEntry, read_jsonl, write_jsonl
 from flowvid.data.readers import VideoReadError, probe
+from flowvid.errors import UsageError
 
 log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
@@ -95,9 +96,9 @@ def index_videos(root: str | Path, manifest: str | Path, workers: int = 0, min_f
     t0 = time.perf_counter()
     root, manifest = Path(root).resolve(), Path(manifest)
     if not root.is_dir():
-        raise FileNotFoundError(f"not a folder: {root} (expected a folder of videos)")
+        raise UsageError(f"not a folder: {root} (expected a folder of videos)")
     if labels not in ("none", "folder"):
-        raise ValueError(f"labels must be 'none' or 'folder', got {labels!r}")
+        raise UsageError(f"labels must be 'none' or 'folder', got {labels!r}")
     known = _known(manifest)
     jobs = _jobs(root, manifest, min_frames, labels)
     reused = [known[j.rel] for j in jobs if _unchanged(known.get(j.rel), j)]

@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from flowvid.errors import UsageError
 
@@ -38,7 +38,7 @@ def cmd_path_stats(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides).path
     if args.frames < 1 or args.draws < 2:
-        raise ValueError(f"--frames must be >= 1 and --draws >= 2, got {args.frames} and {args.draws}")
+        raise UsageError(f"--frames must be >= 1 and --draws >= 2, got {args.frames} and {args.draws}")
     path = InsertionPath.from_config(cfg)
     rows = [("measured", measured_visible_stats(path, args.frames, args.draws, args.seed))]
     if cfg.kind.value == "insertion" and cfg.time.dist == TimeDistName.uniform:
@@ -61,7 +61,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides).model
     if min(args.frames) < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+        raise UsageError(f"--frames must be >= 1, got {args.frames}")
     info = model_info(cfg, args.frames)
     att = cfg.attention
     print(f"parameters: {info.parameters:,} ({info.parameters / 1e6:.1f}M)")
@@ -111,7 +111,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from data_pipelines.synth import write_synthetic_set
 
     if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
+        raise UsageError(f"--num must be >= 1, got {args.num}")
     bar = _Progress(f"writing {args.kind}")
     try:
         path = write_synthetic_set(args.kind, args.output, args.num, args.size, tuple(args.frames), args.fps,
@@ -126,13 +126,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train from config into a run folder."""
     from flowvid.config import load_config
     from flowvid.training.module import TrainingStopped
-    from flowvid.training.requeue import EXIT_INTERRUPTED, EXIT_REQUEUED
+    from flowvid.training.requeue import EXIT_INTERRUPTED, EXIT_REQUEUED, EXIT_TERMINATED, Terminated, sigterm_raises
     from flowvid.training.run import train
 
     cfg = load_config(args.config, args.overrides)
     run_dir = args.run_dir or f"runs/{Path(args.config[-1]).stem}"
     try:
-        r = train(cfg, run_dir, args.resume)
+        with sigterm_raises():
+            r = train(cfg, run_dir, args.resume)
+    except Terminated:
+        print("flowvid train: stopped on SIGTERM outside the training steps (set-up, or after the last step); "
+              "no checkpoint was written for it", file=sys.stderr)
+        return EXIT_TERMINATED
     except TrainingStopped as e:
         print(f"flowvid train: stopped: {e}", file=sys.stderr)
         if e.__cause__ is not None:  # e.g. torch's out-of-memory report, with flowvid -v
@@ -142,8 +147,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"flowvid train: stopped on {r.stopped_by} at step {r.steps} -> {r.last_checkpoint}; continue with "
               "--resume auto", file=sys.stderr)
     if r.stopped_by:
-        return EXIT_INTERRUPTED if r.stopped_by == "Ctrl-C" else EXIT_REQUEUED
-    if r.global_zero:
+        return {"Ctrl-C": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}.get(r.stopped_by, EXIT_REQUEUED)
+    if r.global_zero and r.complete:
+        print(f"the run is complete: {r.last_checkpoint} is at step {r.steps} (trainer.max_steps); nothing to train")
+    elif r.global_zero:
         print(f"{r.steps} steps ({r.skipped_steps} skipped) in {r.seconds:.1f} s -> {r.last_checkpoint}")
     return 0
 
@@ -156,14 +163,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sampling_args(p: argparse.ArgumentParser, length: bool = True) -> None:
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="an export folder (flowvid export) or a .ckpt (flowvid train)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps, h = 1/steps (default 50)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    if length:
-        p.add_argument("--max-frames", type=int, default=None,
-                       help="length cap incl. given frames; 0 = none (default: given + 4 x the model's data.max_frames)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="length cap incl. given frames (interpolate: per window); 0 = none "
+                        "(default: given + 4 x the model's data.max_frames)")
     p.add_argument("--kappa", default="", help="insertion scheduler while sampling: linear | cubic | cosine "
                                                "(default: the model's)")
     p.add_argument("--rate-guidance", action="store_true", help="apply --cfg to log lambda as well")
@@ -174,16 +181,32 @@ def _add_sampling_args(p: argparse.ArgumentParser, length: bool = True) -> None:
                         "fewer, larger steps (e.g. steps/4; 0 = as many as they need, up to --steps)")
 
 
-def _load_for_sampling(args: argparse.Namespace):
-    """(model, config) from --ckpt on --device."""
+def _device(text: str) -> str:
+    """--device as given, if it names one: cpu, cuda or cuda:N."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _check_device(device: str) -> None:
+    """The CUDA device named exists here (before any work)."""
+    if device == "cpu":
+        return
     import torch
 
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        found = torch.cuda.device_count()
+        raise UsageError(f"--device {device}: this machine has {found or 'no'} CUDA device{'s' * (found != 1)}; "
+                         f"use --device cpu" + (f" or cuda:0..{found - 1}" if found else ""))
+
+
+def _load_for_sampling(args: argparse.Namespace):
+    """(model, config) from --ckpt on --device."""
+    from flowvid.config import SamplingConfig, validate
     from flowvid.training.export import load_model
 
-    from flowvid.config import SamplingConfig, validate
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    _check_device(args.device)
     sampling = SamplingConfig(args.kappa, args.rate_guidance, args.skip, args.tail_steps)
     validate(sampling, "sampling.")  # before loading anything
     model, cfg = load_model(args.ckpt, args.device)
@@ -195,12 +218,14 @@ def _write_video_and_record(out: Path, video) -> None:
     """OUT.mp4 and OUT.json beside it, each atomic; the record gains the write time."""
     import time
 
+    from flowvid.io import output_set
     from flowvid.pipelines.outputs import write_clip, write_record
 
     t0 = time.perf_counter()
-    write_clip(out, video.frames, video.record.fps)
-    video.record.timings["write"] = time.perf_counter() - t0
-    write_record(out.with_suffix(".json"), video.record)
+    with output_set(out.absolute().parent) as tmp:  # the video with its record, or neither
+        write_clip(tmp / out.name, video.frames, video.record.fps)
+        video.record.timings["write"] = time.perf_counter() - t0
+        write_record(tmp / out.with_suffix(".json").name, video.record)
     r = video.record
     print(f"{r.lengths[0]} frames at {r.fps:.6g} fps -> {out} (record {out.with_suffix('.json')}; "
           f"{r.nfe} network evaluations, {r.seconds:.1f} s{', length cap reached' if any(r.capped) else ''})")
@@ -210,19 +235,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Generate clips: mp4, contact sheet (png) and gif per clip, plus record.json."""
     import time
 
+    from flowvid.io import check_writable, output_set
     from flowvid.pipelines.outputs import write_clip, write_contact_sheet, write_gif, write_record
     from flowvid.pipelines.tasks import generate
 
-    out = Path(args.out)
+    out = check_writable(args.out, "--out")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file; expected a folder")
+        raise UsageError(f"--out {str(out)!r} is a file; expected a folder")
     if args.fps is not None and not args.fps > 0:
-        raise ValueError(f"--fps must be > 0, got {args.fps}")
+        raise UsageError(f"--fps must be > 0, got {args.fps}")
     t0 = time.perf_counter()
     model, cfg = _load_for_sampling(args)
     load = time.perf_counter() - t0
     if cfg.model.height % 2 or cfg.model.width % 2:
-        raise ValueError(f"H.264 needs even frame sizes, and this model makes {cfg.model.width}x{cfg.model.height}")
+        raise UsageError(f"H.264 needs even frame sizes, and this model makes {cfg.model.width}x{cfg.model.height}")
     bar = _Progress("sampling", unit="step")
     try:
         res = generate(model, cfg, args.num, args.steps, args.seed, args.max_frames, args.cfg, args.class_label,
@@ -230,14 +256,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     t1 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
     fps = res.record.fps
-    for i, clip in enumerate(res.clips):
-        write_clip(out / f"sample_{i:03d}.mp4", clip, fps)
-        write_contact_sheet(out / f"sample_{i:03d}.png", clip)
-        write_gif(out / f"sample_{i:03d}.gif", clip, fps)
-    res.record.timings.update(load=load, write=time.perf_counter() - t1)
-    write_record(out / "record.json", res.record)
+    with output_set(out) as tmp:  # every clip with the record, or nothing
+        for i, clip in enumerate(res.clips):
+            write_clip(tmp / f"sample_{i:03d}.mp4", clip, fps)
+            write_contact_sheet(tmp / f"sample_{i:03d}.png", clip)
+            write_gif(tmp / f"sample_{i:03d}.gif", clip, fps)
+        res.record.timings.update(load=load, write=time.perf_counter() - t1)
+        write_record(tmp / "record.json", res.record)
     print(f"{len(res.clips)} clips of {res.record.lengths} frames -> {out} ({res.record.nfe} network evaluations, "
           f"{res.record.seconds:.1f} s)")
     return 0
@@ -250,8 +276,8 @@ def cmd_i2v(args: argparse.Namespace) -> int:
     from flowvid.pipelines.tasks import image_to_video
 
     if args.fps is not None and not args.fps > 0:
-        raise ValueError(f"--fps must be > 0, got {args.fps}")
-    check_video_output(args.output, 2, 2)
+        raise UsageError(f"--fps must be > 0, got {args.fps}")
+    check_video_output(args.output, 2, 2, [args.image])
     image = read_image(args.image)
     model, cfg = _load_for_sampling(args)
     out = check_video_output(args.output, cfg.model.height, cfg.model.width)
@@ -268,23 +294,23 @@ def cmd_i2v(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     """New frames between given ones: an exact output rate (--target-fps, --factor) or learned."""
     from flowvid.pipelines.outputs import check_video_output
-    from flowvid.pipelines.tasks import grid_for, interpolate, read_frames
+    from flowvid.pipelines.tasks import grid_for, input_rate, interpolate, read_frames
 
     modes = [args.target_fps is not None, args.factor is not None, args.learned]
     if sum(modes) != 1:
-        raise ValueError("give exactly one of --target-fps F, --factor X or --learned")
-    check_video_output(args.output, 2, 2)
+        raise UsageError("give exactly one of --target-fps F, --factor X or --learned")
+    check_video_output(args.output, 2, 2, args.inputs)
     if args.factor is not None:
         grid_for(1.0, factor=args.factor)
-    frames, src_fps = read_frames(args.inputs, args.fps)
     if args.target_fps is not None:
-        grid_for(src_fps, args.target_fps)  # refuse an impossible rate before loading the model
+        grid_for(input_rate(args.inputs, args.fps), args.target_fps)  # refuse an impossible rate before loading
     model, cfg = _load_for_sampling(args)
     out = check_video_output(args.output, cfg.model.height, cfg.model.width)
+    frames, src_fps = read_frames(args.inputs, args.fps, (cfg.model.height, cfg.model.width))
     bar = _Progress("interpolating", unit="step")
     try:
         video = interpolate(model, cfg, frames, src_fps, args.target_fps, args.factor, args.learned, args.steps,
-                            args.seed, args.window, progress=bar)
+                            args.seed, args.window, args.max_frames, progress=bar)
     finally:
         bar.close()
     _write_video_and_record(out, video)
@@ -294,14 +320,15 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_extend(args: argparse.Namespace) -> int:
     """New frames after a given video: exactly --frames N, or as many as the model decides (--learned)."""
     from flowvid.pipelines.outputs import check_video_output
-    from flowvid.pipelines.tasks import extend, read_frames
+    from flowvid.pipelines.tasks import extend, input_rate, read_frames
 
     if (args.frames is not None) == args.learned:
-        raise ValueError("give exactly one of --frames N or --learned")
-    check_video_output(args.output, 2, 2)
-    frames, src_fps = read_frames(args.inputs, args.fps)
+        raise UsageError("give exactly one of --frames N or --learned")
+    check_video_output(args.output, 2, 2, args.inputs)
+    input_rate(args.inputs, args.fps)  # an unreadable input fails before the model loads
     model, cfg = _load_for_sampling(args)
     out = check_video_output(args.output, cfg.model.height, cfg.model.width)
+    frames, src_fps = read_frames(args.inputs, args.fps, (cfg.model.height, cfg.model.width))
     bar = _Progress("extending", unit="step")
     try:
         video = extend(model, cfg, frames, src_fps, args.frames, args.learned, args.steps, args.seed,
@@ -317,10 +344,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from flowvid.pipelines.outputs import check_video_output
     from flowvid.pipelines.tasks import complete, read_frames
 
-    check_video_output(args.output, 2, 2)
-    frames, src_fps = _frames_with_holes(args, read_frames)
+    if (args.frames is None) == (args.video is None):
+        raise UsageError("give either --frames A.png,_,_,B.png (_ marks a hole) or --video IN.mp4 with --holes")
+    if args.frames is not None and args.holes:
+        raise UsageError("--holes goes with --video; with --frames mark the holes with _")
+    check_video_output(args.output, 2, 2, [args.video or "", *(args.frames or "").split(",")])
     model, cfg = _load_for_sampling(args)
     out = check_video_output(args.output, cfg.model.height, cfg.model.width)
+    frames, src_fps = _frames_with_holes(args, read_frames, (cfg.model.height, cfg.model.width))
     bar = _Progress("completing", unit="step")
     try:
         video = complete(model, cfg, frames, src_fps, args.learned, args.steps, args.seed, args.max_frames, progress=bar)
@@ -330,17 +361,13 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _frames_with_holes(args: argparse.Namespace, read_frames) -> tuple[list, float]:
+def _frames_with_holes(args: argparse.Namespace, read_frames, size: tuple[int, int]) -> tuple[list, float]:
     """The input positions, None at each hole: --frames a.png,_,b.png, or a video and --holes 2,5-7."""
-    if (args.frames is None) == (args.video is None):
-        raise ValueError("give either --frames A.png,_,_,B.png (_ marks a hole) or --video IN.mp4 with --holes")
     if args.frames is not None:
-        if args.holes:
-            raise ValueError("--holes goes with --video; with --frames mark the holes with _")
         names = [n.strip() for n in args.frames.split(",")]
-        images = {n: read_frames([n], args.fps)[0][0] for n in names if n != "_"}
+        images = {n: read_frames([n], args.fps, size)[0][0] for n in names if n != "_"}
         return [None if n == "_" else images[n] for n in names], args.fps or 8.0
-    frames, fps = read_frames([args.video])
+    frames, fps = read_frames([args.video], None, size)
     holes = _parse_positions(args.holes or "", len(frames))
     return [None if i in holes else f for i, f in enumerate(frames)], fps
 
@@ -353,12 +380,12 @@ def _parse_positions(text: str, n: int) -> set[int]:
         try:
             a, b = int(lo), int(hi or lo)
         except ValueError:
-            raise ValueError(f"--holes must be frame positions like 2,5-7, got {part!r}") from None
+            raise UsageError(f"--holes must be frame positions like 2,5-7, got {part!r}") from None
         if not 0 <= a <= b < n:
-            raise ValueError(f"--holes {part}: positions must be in [0, {n - 1}] for a video of {n} frames")
+            raise UsageError(f"--holes {part}: positions must be in [0, {n - 1}] for a video of {n} frames")
         out.update(range(a, b + 1))
     if not out:
-        raise ValueError("--holes names no frame: give positions to fill, like 2,5-7")
+        raise UsageError("--holes names no frame: give positions to fill, like 2,5-7")
     return out
 
 
@@ -371,16 +398,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        learned=args.learned, tail_steps=args.tail_steps, skip=args.skip,
                        fvd_frames=args.fvd_frames, fvd_model=args.fvd_model or "", batch_size=args.batch_size,
                        real_features=args.real_features or "", device=args.device)
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    _check_device(args.device)
     folders = args.real is not None or args.fake is not None
     if folders == (args.ckpt is not None) or (folders and (args.real is None or args.fake is None)):
-        raise ValueError("give either --ckpt MODEL (with --data, or the model's own data) or both --real and --fake")
+        raise UsageError("give either --ckpt MODEL (with --data, or the model's own data) or both --real and --fake")
     if folders and args.data:
-        raise ValueError("--data goes with --ckpt; two folders are compared with --real and --fake alone")
+        raise UsageError("--data goes with --ckpt; two folders are compared with --real and --fake alone")
     bars: dict[str, _Progress] = {}
 
     def progress(what: str, done: int, total: int) -> None:
@@ -389,7 +412,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         if folders:
             if args.task != "generate":
-                raise ValueError("--task applies to a model (--ckpt); folders are compared as they are")
+                raise UsageError("--task applies to a model (--ckpt); folders are compared as they are")
             opts.task = ""
             result = evaluate_folders(args.real, args.fake, args.output, opts, progress)
         else:
@@ -402,8 +425,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (the usage text is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowvid", description="Video synthesis with frame-insertion flows.")
+    parser = Parser(prog="flowvid", description="Video synthesis with frame-insertion flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -456,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_i2v)
 
     p = sub.add_parser("interpolate", help="frames between given ones, on an exact output grid or learned")
-    _add_sampling_args(p, length=False)
+    _add_sampling_args(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="one video file, or an ordered list of images")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4); the record goes beside it (.json)")
     p.add_argument("--target-fps", type=float, default=None, help="output rate: p/q times the input's, q <= 16")
@@ -510,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="clips per I3D forward pass (default 8)")
     p.add_argument("--real-features", default=None, metavar="NPZ",
                    help="cache of the real clips' I3D features: read when it holds these real clips, written when absent")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("-o", "--output", required=True, help="results (.json); the length histogram goes beside it")
     p.set_defaults(func=cmd_eval)
 
@@ -559,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, UsageError) as e:  # ConfigError is a ValueError
+    except UsageError as e:  # ConfigError and VideoReadError are UsageErrors; anything else is a bug
         first, rest = _headline(e)
         more = f" (flowvid -v {args.command} ... shows more)" if rest and not args.verbose else ""
         print(f"flowvid {args.command}: error: {first}{more}", file=sys.stderr)

@@ -5,16 +5,20 @@ No torch import here: `flowvid --help` and config checks stay fast.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from flowvid.errors import UsageError
 
-class ConfigError(ValueError):
+
+class ConfigError(UsageError):
     """A config file or override that does not fit the schema; the message is one line."""
 
 
@@ -148,6 +152,8 @@ class ModelConfig:
             yield "rope_theta", f"must be > 1, got {self.rope_theta}"
         if self.num_classes < 0:
             yield "num_classes", f"must be >= 0, got {self.num_classes}"
+        if not self.dim * self.mlp_ratio >= 1:
+            yield "mlp_ratio", f"must be > 0 (MLP width = dim x mlp_ratio >= 1), got {self.mlp_ratio}"
 
 
 class DataSource(str, Enum):
@@ -172,6 +178,9 @@ class ClipMode(str, Enum):
     whole = "whole"  # each video entire at data.fps: the only way a model learns videos' lengths
 
 
+MAX_SYNTHETIC_CLIPS = 1_000_000
+
+
 @dataclass
 class SyntheticDataConfig:
     kind: str = "balls"  # balls | textures (flowvid.data.synthetic.SYNTHETIC)
@@ -181,6 +190,11 @@ class SyntheticDataConfig:
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.num_clips < 1 or self.val_clips < 0:
             yield "num_clips", f"must be >= 1 (and val_clips >= 0), got {self.num_clips}, {self.val_clips}"
+        if max(self.num_clips, self.val_clips) > MAX_SYNTHETIC_CLIPS:
+            # the batch sampler reads every clip's length at set-up; more distinct clips add nothing a
+            # longer run does not (clips repeat across epochs)
+            yield "num_clips", (f"must be at most {MAX_SYNTHETIC_CLIPS:,} (val_clips too), got {self.num_clips}, "
+                                f"{self.val_clips}")
 
 
 @dataclass
@@ -362,7 +376,17 @@ def load_config(files: str | Path | Sequence[str | Path] = (), overrides: Sequen
 
 def config_from_yaml(text: str) -> Config:
     """A config from YAML text, e.g. the one a checkpoint carries; validated like a file."""
-    return _build(lambda: [OmegaConf.create(text)], ())
+    return _build(lambda: [_yaml(lambda: OmegaConf.create(text), "the config text")], ())
+
+
+def _yaml(read, where) -> Any:
+    """read() with a YAML syntax error as one ConfigError line (where and the scanner's first line)."""
+    try:
+        return read()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
 
 
 def _build(parts, overrides: Sequence[str]) -> Config:
@@ -380,6 +404,11 @@ def _build(parts, overrides: Sequence[str]) -> Config:
 
 def validate(cfg: Any, prefix: str = "") -> None:
     """Walk nested dataclasses; raise ConfigError on the first impossible value."""
+    for f in dataclasses.fields(cfg):  # nan passes every comparison the checks below make
+        values = getattr(cfg, f.name)
+        for v in values.values() if isinstance(values, dict) else values if isinstance(values, (list, tuple)) else [values]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"config key '{prefix}{f.name}' must be a finite number, got {v}")
     if hasattr(cfg, "problems"):
         for name, why in cfg.problems():
             raise ConfigError(f"config key '{prefix}{name}' {why}")
@@ -401,7 +430,7 @@ def _expand_defaults(path: Path, seen: tuple[Path, ...]) -> Iterator[Any]:
         raise ConfigError(f"config file {path} includes itself through 'defaults'")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    node = OmegaConf.load(path)
+    node = _yaml(lambda: OmegaConf.load(path), path)
     if not OmegaConf.is_dict(node):
         raise ConfigError(f"{path}: a config file must hold a mapping of keys, got a list")
     defaults = node.pop("defaults", None) or []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any, Iterator, Sequence
 
 import av
 import numpy as np
+
+from flowvid.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +90,19 @@ class _Encoding:
 def _check_encoding(path: Path, video: np.ndarray, fps: float, enc: _Encoding) -> None:
     h, w = video.shape[1:3]
     if enc.spec.even_size and (h % 2 or w % 2):
-        raise ValueError(
+        raise UsageError(
             f"{enc.codec} stores 4:2:0 chroma and needs even height and width, got H={h}, W={w}; "
             f"crop or pad the frames, or use codec='ffv1'"
         )
     if enc.codec == "libx264" and path.suffix.lower() == ".avi":
         # AVI keeps no presentation times: decoders see H.264 frames there without pts (decord: garbage).
-        raise ValueError(f"libx264 needs a container with timestamps, got {path.name!r}; use .mp4 or .mkv")
+        raise UsageError(f"libx264 needs a container with timestamps, got {path.name!r}; use .mp4 or .mkv")
     if not (isinstance(fps, numbers.Real) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
+        raise UsageError(f"fps must be a positive number, got {fps!r}")
     if not (isinstance(enc.crf, numbers.Integral) and enc.crf >= 0):
-        raise ValueError(f"crf must be an int >= 0 (lower is better quality), got {enc.crf!r}")
+        raise UsageError(f"crf must be an int >= 0 (lower is better quality), got {enc.crf!r}")
     if enc.gop is not None and not (isinstance(enc.gop, numbers.Integral) and enc.gop >= 1):
-        raise ValueError(f"gop must be a positive int (frames between keyframes) or None, got {enc.gop!r}")
+        raise UsageError(f"gop must be a positive int (frames between keyframes) or None, got {enc.gop!r}")
 
 
 def as_uint8_video(frames: Any) -> np.ndarray:
@@ -134,7 +137,7 @@ def _torch_to_numpy(frames: Any) -> np.ndarray:
 def _codec_spec(codec: str) -> CodecSpec:
     if codec in CODECS:
         return CODECS[codec]
-    raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
+    raise UsageError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
 
 
 def _frame_pts(n: int, fps: float, timestamps: Any) -> tuple[list[int], Fraction]:
@@ -143,12 +146,12 @@ def _frame_pts(n: int, fps: float, timestamps: Any) -> tuple[list[int], Fraction
         return list(range(n)), 1 / _fps_fraction(fps)
     ts = np.asarray(timestamps, dtype=np.float64)
     if ts.shape != (n,):
-        raise ValueError(f"timestamps must be ({n},) seconds, one per frame, got shape {ts.shape}")
+        raise UsageError(f"timestamps must be ({n},) seconds, one per frame, got shape {ts.shape}")
     if not np.all(np.isfinite(ts)) or ts[0] < 0:
-        raise ValueError(f"timestamps must be finite and >= 0 seconds, got first {ts[0]} and {ts.tolist()[:8]}...")
+        raise UsageError(f"timestamps must be finite and >= 0 seconds, got first {ts[0]} and {ts.tolist()[:8]}...")
     pts = np.round(ts / float(VFR_TIME_BASE)).astype(np.int64)
     if np.any(np.diff(pts) <= 0):
-        raise ValueError(f"timestamps must increase strictly (at 1/60000 s resolution), got {ts.tolist()[:8]}...")
+        raise UsageError(f"timestamps must increase strictly (at 1/60000 s resolution), got {ts.tolist()[:8]}...")
     return pts.tolist(), VFR_TIME_BASE
 
 
@@ -157,11 +160,48 @@ def _fps_fraction(fps: float) -> Fraction:
     return fps if isinstance(fps, Fraction) else Fraction(float(fps)).limit_denominator(1001)
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process's umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@contextmanager
+def output_set(folder: Path) -> Iterator[Path]:
+    """A temporary folder beside `folder` to write a set of outputs into. On success the files land
+    in `folder` (the temporary folder renamed into place when `folder` is new, else moved in one by
+    one, record.json last); on failure it is removed: `folder` gets the whole set or nothing new.
+    A write that fails (a full disk, no permission) is one UsageError line."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would keep others out of the results
+        if not folder.exists():
+            os.rename(tmp, folder)
+        else:
+            for f in sorted(tmp.iterdir(), key=lambda f: f.suffix == ".json"):  # the record last
+                os.replace(f, folder / f.name)
+    except OSError as e:
+        raise UsageError(f"cannot write {folder}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Refuse, before any work, a path whose file or folder cannot be created: the nearest existing
+    folder above it must be a writable folder (not a file)."""
+    path = Path(path)
+    above = next(a for a in [path, *path.absolute().parents] if a.exists())
+    if above != path and not above.is_dir():
+        raise UsageError(f"{what} {str(path)!r}: {str(above)!r} is a file, not a folder")
+    folder = above if above.is_dir() else above.parent
+    try:  # a file made and dropped: the real test (os.access says yes to root on a read-only mount)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise UsageError(f"{what} {str(path)!r}: cannot write in {str(folder)!r} ({e.strerror or e})") from None
+    return path
 
 
 @contextmanager
@@ -173,12 +213,12 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     """
     suffix = path.suffix if suffix is None else suffix
     if not suffix:
-        raise ValueError(f"path needs a suffix naming the container (.mp4, .mkv, .png, ...), got {str(path)!r}")
+        raise UsageError(f"path needs a suffix naming the container (.mp4, .mkv, .png, ...), got {str(path)!r}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -190,7 +230,7 @@ def _encode(tmp: Path, video: np.ndarray, fps: float, enc: _Encoding, pts: list[
     try:
         container = av.open(str(tmp), mode="w", options=_container_options(tmp.suffix))
     except (av.error.FFmpegError, ValueError) as e:
-        raise ValueError(f"cannot write a video container for suffix {tmp.suffix!r}: {e}") from None
+        raise UsageError(f"cannot write a video container for suffix {tmp.suffix!r}: {e}") from None
     with container:
         stream = container.add_stream(enc.codec, rate=_fps_fraction(fps))
         stream.width, stream.height = video.shape[2], video.shape[1]
@@ -233,16 +273,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             frame = next(container.decode(video=0))
             return frame.to_ndarray(format="rgb24")
     except av.error.FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+        raise UsageError(f"{path}: no such file") from None
     except (av.error.FFmpegError, StopIteration) as e:
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+        raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
 def _require_image(container: Any, path: Any) -> None:
     # Image demuxers are named "*_pipe" (png_pipe, jpeg_pipe) or image2; a video would decode too.
     name = container.format.name
     if not (name.endswith("_pipe") or name == "image2") or not container.streams.video:
-        raise ValueError(f"{path}: not an image (container format {name!r}); expected PNG, JPEG, ...")
+        raise UsageError(f"{path}: not an image (container format {name!r}); expected PNG, JPEG, ...")
 
 
 def write_png(path: str | os.PathLike, img: Any) -> Path:

@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from flowvid.cli import main
+from flowvid.errors import UsageError
 
 
 def test_cli_imports_no_torch():
@@ -59,14 +60,12 @@ def test_unavailable_backend_is_a_one_line_error(capsys):
     from flowvid.config import load_config
     from flowvid.models import SpatioTemporalDiT
 
-    import pytest
-    with pytest.raises(RuntimeError, match="flowvid\\[xformers\\]"):
+    with pytest.raises(UsageError, match="flowvid\\[xformers\\]"):
         SpatioTemporalDiT(load_config("configs/tiny.yaml", ["model.attention.backend=xformers"]).model)
 
 
 def test_usage_errors_are_one_line_and_other_errors_keep_their_traceback(monkeypatch, capsys):
     import flowvid.cli as cli
-    from flowvid.errors import UsageError
 
     def raising(error):
         def cmd(args):
@@ -105,3 +104,9 @@ def test_an_error_raised_in_a_loader_worker_is_reported_by_its_own_message(monke
     assert main(["config", "-c", "configs/tiny.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("flowvid config: error: 3 of 4 video reads failed; check the files"), err
+
+
+def test_troubleshooting_page_lists_every_message():
+    """docs/troubleshooting.md holds every one-line error the source raises (tools/error_messages.py)."""
+    done = subprocess.run([sys.executable, "tools/error_messages.py", "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from flowvid.errors import UsageError
 import flowvid.io as fio
 from flowvid.io import read_image, write_png, write_video
 
@@ -150,7 +151,7 @@ def test_read_image_rejects_what_is_not_an_image(tmp_path):
         read_image(tmp_path / "t.png")
     with pytest.raises(ValueError, match="not an image"):
         read_image(video)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match="no such file"):
         read_image(tmp_path / "missing.png")
     with pytest.raises(ValueError, match=r"img must be \(H, W, 3\)"):
         write_png(tmp_path / "x.png", np.zeros((4, 4), np.uint8))

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from flowvid.cli import main
 from flowvid.config import load_config, to_yaml
 from flowvid.data.readers import open_video, probe
-from flowvid.io import read_image, write_png
+from flowvid.io import read_image, write_png, write_video
 from flowvid.models import SpatioTemporalDiT
 from flowvid.pipelines import (complete, contact_sheet, exact_grid, extend, generate, grid_for, image_to_video,
                                interpolate, model_denoiser, write_clip, write_gif)
@@ -282,8 +282,6 @@ def test_interpolate_learned(loaded):
 
 
 def test_interpolate_a_video_file(exported, tmp_path):
-    from flowvid.io import write_video
-
     write_video(tmp_path / "in.mp4", images(3), 8.0)
     out = tmp_path / "o.mp4"
     assert main(["interpolate", "--ckpt", str(exported), str(tmp_path / "in.mp4"), "-o", str(out), "--factor", "2",
@@ -403,3 +401,52 @@ def test_complete_command_with_images_and_with_a_video(exported, tmp_path, capsy
         capsys.readouterr()
         assert main(["complete", "--ckpt", str(exported), *bad, "-o", str(tmp_path / "bad.mp4")]) == 2
         assert match in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()
+
+
+def test_a_4k_input_is_resized_as_it_is_decoded_and_interpolates(tmp_path, exported):
+    """Twelve 4000x4000 frames: read_frames holds at most READ_CHUNK of them at full size, plus the
+    one being converted (numpy's allocations, traced), never all twelve; the command runs on them."""
+    import tracemalloc
+
+    from flowvid.pipelines.tasks import READ_CHUNK, read_frames
+
+    side = 4000
+    ramp = (np.arange(side) * 255 // (side - 1)).astype(np.uint8)
+    base = np.zeros((side, side, 3), np.uint8)
+    base[..., 0], base[..., 1] = ramp[None], ramp[:, None]
+    big = tmp_path / "big.mp4"
+    write_video(big, np.stack([np.roll(base, 40 * i, axis=1) for i in range(12)]), 8.0, codec="mpeg4")
+    tracemalloc.start()
+    try:
+        frames, fps = read_frames([big], None, (16, 16))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frames.shape == (12, 16, 16, 3) and fps == 8.0
+    assert peak < (READ_CHUNK + 2) * base.nbytes, f"{peak / 2**20:.0f} MiB at the peak"
+    out = tmp_path / "big_x2.mp4"
+    assert main(["interpolate", "--ckpt", str(exported), str(big), "--factor", "2", "--steps", STEPS, "-o", str(out)]) == 0
+    with open_video(out) as reader:
+        assert len(reader) == 23
+
+
+def test_a_disk_that_fills_up_leaves_no_partial_sample_set(exported, tmp_path, monkeypatch, capsys):
+    """The third file of the set fails to write (ENOSPC): one line, exit 2, and no folder, complete or not."""
+    import errno
+
+    import flowvid.pipelines.outputs as outputs
+
+    calls = []
+
+    def full_disk(path, image):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_png(path, image)
+
+    monkeypatch.setattr(outputs, "write_png", full_disk)
+    out = tmp_path / "samples"
+    assert main(["sample", "--ckpt", str(exported), "--num", "2", "--steps", STEPS, "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "sampling:" not in line]  # not the bar
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a partial set or a temporary folder was left"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from flowvid.data.clips import ClipRequest
+from flowvid.errors import UsageError
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
                  num_replicas: int = 1, rank: int = 0, accumulate: int = 1):
         longest = max(lengths.choices) if lengths.choices else lengths.max_frames
         if tokens_per_frame * longest > budget:
-            raise ValueError(f"token budget {budget} is below one clip of {longest} frames "
+            raise UsageError(f"token budget {budget} is below one clip of {longest} frames "
                              f"({tokens_per_frame} tokens per frame); raise data.tokens_per_batch")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -78,12 +79,40 @@ class FailureCounter:
                                f"`flowvid data index`")
 
 
+def files_present(entries: Sequence[ManifestEntry], manifest: Path, max_fraction: float) -> list[ManifestEntry]:
+    """The entries whose files are still there, checked by stat alone before training (a manifest
+    whose videos were moved or deleted would otherwise fail read by read). More missing than
+    max_fraction stops here, naming the first; files changed since indexing (size or mtime) are
+    reported, and read as they are."""
+    present, missing, changed = [], [], 0
+    for e in entries:
+        try:
+            st = os.stat(resolve(manifest, e.path))
+        except OSError:
+            missing.append(e.path)
+            continue
+        changed += bool(e.size) and (st.st_size != e.size or abs(st.st_mtime - e.mtime) > 1e-3)
+        present.append(e)
+    if len(missing) > max_fraction * len(entries):
+        raise UsageError(f"{len(missing)} of {len(entries)} videos listed in {manifest} are missing (first: "
+                         f"{missing[0]}), more than data.max_failed_fraction={max_fraction}; restore them or "
+                         f"re-run `flowvid data index`")
+    if missing:
+        log.warning("%d of %d videos listed in %s are missing and left out (first: %s)", len(missing), len(entries),
+                    manifest, missing[0])
+    if changed:
+        log.warning("%d videos listed in %s changed since indexing (size or mtime); `flowvid data index` re-checks "
+                    "them", changed, manifest)
+    return present
+
+
 class ManifestDataset(torch.utils.data.Dataset):
     """Clips from the videos of a manifest, resampled to `fps` by timestamps, resized and cropped."""
 
     def __init__(self, entries: Sequence[ManifestEntry], manifest_path: str | Path, cfg):
         self.cfg = cfg
         self.manifest_path = Path(manifest_path)
+        entries = files_present(entries, self.manifest_path, cfg.max_failed_fraction)
         fps = cfg.fps
         shortest = min(cfg.frame_choices) if cfg.frame_choices else cfg.min_frames
         self.whole = getattr(cfg.clip_mode, "value", cfg.clip_mode) == "whole"
@@ -99,7 +128,7 @@ class ManifestDataset(torch.utils.data.Dataset):
                             cfg.max_frames, fps or "native")
             self.entries = kept
         if not self.entries:
-            raise ValueError(f"no video in {manifest_path} has {shortest} frames at fps={fps or 'native'}"
+            raise UsageError(f"no video in {manifest_path} has {shortest} frames at fps={fps or 'native'}"
                              f"{' and at most data.max_frames' if self.whole else ''}; "
                              f"lower data.min_frames or data.fps{', or raise data.max_frames' if self.whole else ''}")
         self.failures = FailureCounter(cfg.max_failed_fraction)
@@ -149,7 +178,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
         from flowvid.data.synthetic import make_synthetic
 
         if cfg.height != cfg.width:
-            raise ValueError(f"synthetic clips are square; got data.height={cfg.height}, data.width={cfg.width}")
+            raise UsageError(f"synthetic clips are square; got data.height={cfg.height}, data.width={cfg.width}")
         fps = cfg.fps if cfg.fps > 0 else 8.0
         self.family = make_synthetic(kind, num_clips=num_clips, size=cfg.height,
                                      frames=(cfg.min_frames, cfg.max_frames), fps=fps, seed=seed)

@@ -18,6 +18,7 @@ import torch
 
 from flowvid.data.clips import Clip, ClipRequest
 from flowvid.data.manifest import read_jsonl, write_jsonl
+from flowvid.errors import UsageError
 
 
 @dataclass
@@ -71,12 +72,12 @@ class LatentDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         index = self.root / "index.jsonl"
         if not index.is_file():
-            raise FileNotFoundError(f"no latent index at {index} (expected a folder written by write_latent_shards)")
+            raise UsageError(f"no latent index at {index} (expected a folder written by write_latent_shards)")
         if cfg.fps > 0:
-            raise ValueError(f"latents keep their own frame rate; data.fps must be 0 with data.source=latents, got {cfg.fps}")
+            raise UsageError(f"latents keep their own frame rate; data.fps must be 0 with data.source=latents, got {cfg.fps}")
         self.entries = read_jsonl(index, LatentEntry)
         if not self.entries:
-            raise ValueError(f"{index} lists no clips")
+            raise UsageError(f"{index} lists no clips")
         self.frame_shape = tuple(self._shard(self.entries[0].shard).shape[1:])
         self._open: dict[str, np.ndarray] = {}
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TypeVar
 
+from flowvid.errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -56,14 +58,14 @@ def read_jsonl(path: str | Path, kind: type[T]) -> list[T]:
                     raise ValueError(f"missing {sorted(missing)}")
                 rows.append(kind(**{k: v for k, v in obj.items() if k in names}))
             except (ValueError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: not a {kind.__name__} line ({e}); "
+                raise UsageError(f"{path}:{n}: not a {kind.__name__} line ({e}); "
                                  f"expected JSON with {sorted(required)}") from None
     return rows
 
 
 def read_manifest(path: str | Path) -> list[ManifestEntry]:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"manifest not found: {path} (make one with `flowvid data index ROOT -o {path}`)")
+        raise UsageError(f"manifest not found: {path} (make one with `flowvid data index ROOT -o {path}`)")
     return read_jsonl(path, ManifestEntry)
 
 

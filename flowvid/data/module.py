@@ -14,6 +14,7 @@ from flowvid.data.datasets import VAL_SEED_OFFSET, ManifestDataset, SyntheticDat
 from flowvid.data.manifest import read_manifest
 from flowvid.data.workers import ignore_stop_signal, worker_context
 from flowvid.devices import to_device
+from flowvid.errors import UsageError
 
 
 def tokens_per_frame(cfg: Config) -> int:
@@ -41,7 +42,7 @@ def build_dataset(cfg: Config, split: str):
     ds = LatentDataset(root, d)
     m = cfg.model
     if ds.frame_shape != (m.in_channels, m.height, m.width):
-        raise ValueError(f"latents in {root} are {ds.frame_shape} per frame, the model takes "
+        raise UsageError(f"latents in {root} are {ds.frame_shape} per frame, the model takes "
                          f"{(m.in_channels, m.height, m.width)} (model.in_channels, model.height, model.width)")
     return ds
 
@@ -105,7 +106,7 @@ class VideoDataModule(L.LightningDataModule):
     def _loader(self, split: str) -> torch.utils.data.DataLoader:
         self.setup()
         if self.datasets[split] is None:
-            raise ValueError(f"no {split} data configured (see data.synthetic.val_clips / data.val_manifest)")
+            raise UsageError(f"no {split} data configured (see data.synthetic.val_clips / data.val_manifest)")
         workers = self.cfg.data.num_workers
         sampler = self.batch_sampler(split)
         module = self.trainer.lightning_module if self.trainer is not None else None

@@ -97,7 +97,7 @@ def resolve_backend(name: str) -> str:
     if name == "auto":
         return next(b for b in AUTO_ORDER if b in available_backends())
     if name not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {name!r}")
+        raise UsageError(f"backend must be 'auto' or one of {BACKENDS}, got {name!r}")
     if name == "decord" and _decord_import_error() is not None:
         raise UsageError(f"backend 'decord' is unavailable ({_decord_import_error()}); use backend='pyav'")
     return name
@@ -370,7 +370,8 @@ def _make_info(path: Path, header: _Header, ts: np.ndarray, end: float) -> Video
 def probe(path: str | os.PathLike, min_frames: int = 1) -> VideoInfo:
     """Vet a file: open, demux every packet, decode the last GOP; raise VideoReadError naming what is wrong.
 
-    Reasons: "no such file", "zero bytes", "not a video", "no video stream", "truncated", "too short".
+    Reasons: "no such file", "zero bytes", "not a video" (a still image too), "no video stream", "truncated",
+    "too short".
     Cost: one demux pass (no decoding) plus one GOP decoded, so long files stay cheap.
     """
     path = Path(path)
@@ -381,9 +382,12 @@ def probe(path: str | os.PathLike, min_frames: int = 1) -> VideoInfo:
         packets = _demux(container, stream, path, all_streams=True, keep_tail=True)
         _check_complete(path, header, len(packets.pts), packets.end_all, end_covers_all=True)
         _check_tail_decodes(path, stream, packets)
+        form = container.format.name
     ts, end = _timeline(header, packets.pts, packets.last_duration)
-    if len(ts) < max(min_frames, 1):
-        raise VideoReadError(path, "too short", f"{len(ts)} frames, at least {max(min_frames, 1)} wanted")
+    if len(ts) < 2:  # a still image in any container (a PNG named .mp4) is no video
+        raise VideoReadError(path, "not a video", f"{len(ts)} frame ({form}): a still image")
+    if len(ts) < min_frames:
+        raise VideoReadError(path, "too short", f"{len(ts)} frames, at least {min_frames} wanted")
     return _make_info(path, header, ts, end)
 
 
@@ -431,6 +435,13 @@ class VideoReader:
         frames = self._read_sorted(wanted)[where.reshape(-1)]
         turns = self.info.rotation // 90
         return np.ascontiguousarray(np.rot90(frames, k=-turns, axes=(1, 2))) if turns else frames
+
+    def iter_frames(self, chunk: int = 8) -> Iterator[np.ndarray]:
+        """Every frame in order, as uint8 (<= chunk, H, W, 3) arrays: the memory of one chunk, whatever
+        the video's length (the PyAV reader decodes them in one pass, into one buffer: a chunk is valid
+        until the next one is asked for)."""
+        for a in range(0, len(self), chunk):
+            yield self.read(np.arange(a, min(a + chunk, len(self))))
 
     def read_at(self, times: Iterable[float]) -> np.ndarray:
         """Frames shown at times t (s): the last frame with timestamp <= t + TIME_EPS; t must lie within the video."""
@@ -549,6 +560,26 @@ class PyAVReader(VideoReader):
             while j < len(wanted):
                 j = self._decode_run(wanted, j, out)
         return out
+
+    def iter_frames(self, chunk: int = 8) -> Iterator[np.ndarray]:
+        if self._container is None:
+            raise VideoReadError(self.path, "reader is closed")
+        turns, want, n = self.info.rotation // 90, 0, len(self)
+        out = np.empty((min(chunk, n), *self._coded_hw, 3), np.uint8)  # filled in place: one chunk in memory
+        with _read_errors(self.path, "decoding", av.error.FFmpegError):
+            for k, frame in self._frames_from(0):
+                if k < want:  # a frame shown before the one the seek asked for
+                    continue
+                if k > want:
+                    raise VideoReadError(self.path, f"decoding skipped frame {want} (next decoded: {k})")
+                out[want % chunk] = self._rgb.reformat(frame, format="rgb24").to_ndarray()
+                want += 1
+                if want % chunk == 0 or want == n:
+                    part = out[:(want - 1) % chunk + 1]
+                    yield np.ascontiguousarray(np.rot90(part, k=-turns, axes=(1, 2))) if turns else part
+                if want == n:
+                    return
+        raise VideoReadError(self.path, f"frame {want} not found: decoding ended early")
 
     def _decode_run(self, wanted: np.ndarray, j: int, out: np.ndarray) -> int:
         """Seek before wanted[j], decode forward filling out[j:], stop where seeking again is cheaper."""

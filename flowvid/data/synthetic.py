@@ -21,6 +21,8 @@ import torch.nn.functional as nnf
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from flowvid.errors import UsageError
+
 MOTIONS = ("pan", "zoom_in", "zoom_out", "pan_zoom")  # PanZoomTextures label = index here
 
 
@@ -56,14 +58,14 @@ def _is_real(value) -> bool:
 def _check_int(name: str, value, minimum: int) -> int:
     """An int >= minimum, else a ValueError naming the argument."""
     if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise UsageError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _check_positive(name: str, value) -> float:
     """A finite number > 0, else a ValueError naming the argument."""
     if not _is_real(value) or value <= 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        raise UsageError(f"{name} must be a number > 0, got {value!r}")
     return float(value)
 
 
@@ -74,7 +76,7 @@ def _pair(name: str, value, expected: str) -> tuple:
     try:
         lo, hi = value
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {expected}, got {value!r}") from None
+        raise UsageError(f"{name} must be {expected}, got {value!r}") from None
     return lo, hi
 
 
@@ -83,7 +85,7 @@ def _int_range(name: str, value, minimum: int) -> tuple[int, int]:
     expected = f"an int or an inclusive (lo, hi) pair of ints with {minimum} <= lo <= hi"
     lo, hi = _pair(name, value, expected)
     if not (_is_int(lo) and _is_int(hi) and minimum <= lo <= hi):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise UsageError(f"{name} must be {expected}, got {value!r}")
     return int(lo), int(hi)
 
 
@@ -92,7 +94,7 @@ def _float_range(name: str, value, bounds: str, ok: Callable[[float, float], boo
     expected = f"a number or a (lo, hi) pair with {bounds}"
     lo, hi = _pair(name, value, expected)
     if not (_is_real(lo) and _is_real(hi) and lo <= hi and ok(lo, hi)):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise UsageError(f"{name} must be {expected}, got {value!r}")
     return float(lo), float(hi)
 
 
@@ -405,5 +407,5 @@ SYNTHETIC: dict[str, type[SyntheticVideo]] = {"balls": BouncingBalls, "textures"
 def make_synthetic(kind: str, **kwargs) -> SyntheticVideo:
     """The synthetic family named kind ("balls" or "textures"), built with kwargs."""
     if kind not in SYNTHETIC:
-        raise ValueError(f"unknown synthetic kind {kind!r}; expected one of {sorted(SYNTHETIC)}")
+        raise UsageError(f"unknown synthetic kind {kind!r}; expected one of {sorted(SYNTHETIC)}")
     return SYNTHETIC[kind](**kwargs)

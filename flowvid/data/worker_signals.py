@@ -1,5 +1,5 @@
 """Imported by the forkserver that starts data-loading workers (never by the training process):
-SIGUSR1 and SIGINT (Ctrl-C) are ignored from then on, there and in every worker it forks.
+SIGUSR1, SIGTERM and SIGINT (Ctrl-C) are ignored from then on, there and in every worker it forks.
 
 SLURM's warning before a time limit (`--signal=SIGUSR1@90`) reaches every process of the job
 step. The training process handles it (flowvid.training.requeue); a worker or the forkserver
@@ -12,3 +12,5 @@ if hasattr(signal, "SIGUSR1"):  # POSIX
 # Ctrl-C reaches every process of the command: the training process stops after the step
 # (flowvid.training.requeue) and needs its workers until then
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+# SIGTERM too: scancel signals every process of the job step, and the training process stops after the step
+signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -29,12 +29,13 @@ def worker_context():
 
 
 def ignore_stop_signal(worker_id: int) -> None:
-    """worker_init_fn: SIGUSR1 and Ctrl-C are the training process's to act on (spawned workers
+    """worker_init_fn: SIGUSR1, SIGTERM and Ctrl-C are the training process's to act on (spawned workers
     start without the forkserver's setting). Lightning's worker seeding, which a worker_init_fn of ours replaces,
     runs too when seed_everything(workers=True) asked for it."""
     if hasattr(signal, "SIGUSR1"):  # POSIX
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the training process stops after the step
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # scancel signals every process of the job step
     if os.environ.get("PL_SEED_WORKERS") == "1":
         from lightning.fabric.utilities.seed import pl_worker_init_function
 

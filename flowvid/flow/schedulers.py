@@ -10,6 +10,8 @@ import math
 import torch
 from torch import Tensor
 
+from flowvid.errors import UsageError
+
 
 class Kappa:
     name = "base"
@@ -81,5 +83,5 @@ def get_kappa(name: str | Kappa) -> Kappa:
         return name
     key = getattr(name, "value", name)
     if key not in KAPPAS:
-        raise ValueError(f"unknown kappa scheduler {key!r}; expected one of {sorted(KAPPAS)}")
+        raise UsageError(f"unknown kappa scheduler {key!r}; expected one of {sorted(KAPPAS)}")
     return KAPPAS[key]()

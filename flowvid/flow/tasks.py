@@ -19,6 +19,8 @@ from typing import Mapping, Sequence
 
 import torch
 
+from flowvid.errors import UsageError
+
 TASKS = ("generate", "i2v", "interpolate", "extend", "complete")
 # what train.tasks = {} means: mostly generation, and every tool's condition often enough to learn it
 DEFAULT_TASKS = {"generate": 0.4, "i2v": 0.15, "interpolate": 0.25, "extend": 0.15, "complete": 0.05}
@@ -48,13 +50,13 @@ def task_weights(weights: Mapping[str, float], kind: str) -> dict[str, float]:
     weights = weights or DEFAULT_TASKS
     unknown = sorted(set(weights) - set(TASKS))
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; expected some of {', '.join(TASKS)}")
+        raise UsageError(f"unknown task(s) {unknown}; expected some of {', '.join(TASKS)}")
     if any(w < 0 for w in weights.values()):
-        raise ValueError(f"task probabilities must be >= 0, got {dict(weights)}")
+        raise UsageError(f"task probabilities must be >= 0, got {dict(weights)}")
     allowed = PREFIX_TASKS if kind == "autoregressive" else TASKS
     kept = {t: float(w) for t, w in weights.items() if t in allowed and w > 0}
     if not kept:
-        raise ValueError(f"no task with a probability > 0 that a {kind} model can train (it trains "
+        raise UsageError(f"no task with a probability > 0 that a {kind} model can train (it trains "
                          f"{', '.join(allowed)}), got {dict(weights)}")
     total = sum(kept.values())
     return {t: w / total for t, w in kept.items()}

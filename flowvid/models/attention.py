@@ -406,7 +406,7 @@ def check_backend(name: str) -> None:
     """Raise a clear error if `name` cannot run here (called when a model is built)."""
     name = getattr(name, "value", name)
     if name not in ATTENTION:
-        raise ValueError(f"unknown attention backend {name!r}; expected one of {list(BACKENDS)}")
+        raise UsageError(f"unknown attention backend {name!r}; expected one of {list(BACKENDS)}")
     if name == "xformers":
         check_xformers()
     if name == "varlen":

@@ -5,10 +5,12 @@ attention counts only the query-key pairs the mask allows.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
+from flowvid.errors import UsageError
 from flowvid.models.attention import PackedLayout
 from flowvid.models.dit import SpatioTemporalDiT
 
@@ -23,10 +25,38 @@ class ModelInfo:
 
 
 def count_parameters(cfg) -> int:
-    """Parameters of SpatioTemporalDiT(cfg), counted on the meta device (no memory used)."""
-    with torch.device("meta"):
-        model = SpatioTemporalDiT(cfg)
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of SpatioTemporalDiT(cfg), in closed form: no network is built, so an absurd
+    config (dim 10^6, depth 10^5) is sized in microseconds before anything is allocated."""
+    d, ppc, hidden = cfg.dim, cfg.patch_size ** 2 * cfg.in_channels, int(cfg.dim * cfg.mlp_ratio)
+    linear = lambda i, o: i * o + o  # noqa: E731 - weight and bias
+    block = (linear(d, 3 * d) + linear(d, d) + linear(d, hidden) + linear(hidden, d) + linear(d, 6 * d)
+             + (2 * (d // cfg.heads) if cfg.qk_norm else 0))
+    embed = linear(ppc, d) + d + linear(TIME_FEATURES, d) + linear(d, d) + SpatioTemporalDiT.NUM_FLAGS * d
+    labels = (cfg.num_classes + 1) * d if cfg.num_classes else 0
+    heads = linear(d, 2 * d) + linear(d, ppc) + 2 * d + linear(d, d) + linear(d, 1)
+    return embed + labels + cfg.depth * block + heads
+
+
+TRAINING_BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two Adam moments and the EMA copy
+
+
+def check_model_fits(cfg, device: str | torch.device, training: bool) -> None:
+    """Refuse, in one line, a network whose weights (and, to train, gradients, Adam moments and EMA)
+    exceed the device's whole memory: it could only end in an allocator error later."""
+    n = count_parameters(cfg)
+    need = n * (TRAINING_BYTES_PER_PARAMETER if training else 4)
+    have = device_memory(torch.device(device))
+    if need > have:
+        raise UsageError(f"the model has {n:.3g} parameters (dim {cfg.dim}, depth {cfg.depth}), which need "
+                         f"{need / 2**30:,.1f} GiB {'to train' if training else 'of weights'}; the "
+                         f"{torch.device(device).type} has {have / 2**30:,.1f} GiB in all: lower model.dim or model.depth")
+
+
+def device_memory(device: torch.device) -> int:
+    """Total bytes of the device's memory (host RAM for the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def attended_frame_pairs(num_frames: int, window: int = 0, causal: bool = False) -> int:

@@ -7,27 +7,31 @@ import os
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import av
 import numpy as np
 
-from flowvid.io import as_uint8_video, atomic_path, write_png, write_video
+from flowvid.errors import UsageError
+from flowvid.io import as_uint8_video, atomic_path, check_writable, write_png, write_video
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
 SHEET_PER_ROW = 8
 SHEET_GAP = 2  # pixels between frames (black)
 
 
-def check_video_output(path: str | os.PathLike, height: int, width: int) -> Path:
-    """Refuse, before any work, an output H.264 cannot be written to: wrong suffix, odd size, a folder."""
-    path = Path(path)
+def check_video_output(path: str | os.PathLike, height: int, width: int, inputs: Sequence[str] = ()) -> Path:
+    """Refuse, before any work, an output H.264 cannot be written to (wrong suffix, odd size, a folder,
+    a place that cannot be written) or that is one of the inputs (it would replace it)."""
+    path = check_writable(path)
+    if path.exists() and any(i and Path(i).exists() and path.samefile(i) for i in inputs):
+        raise UsageError(f"output {str(path)!r} is one of the inputs and would replace it; write to another file")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"output must be a video file ending in one of {VIDEO_SUFFIXES}, got {str(path)!r}")
+        raise UsageError(f"output must be a video file ending in one of {VIDEO_SUFFIXES}, got {str(path)!r}")
     if path.is_dir():
-        raise ValueError(f"output {str(path)!r} is a folder; expected a video file name")
+        raise UsageError(f"output {str(path)!r} is a folder; expected a video file name")
     if height % 2 or width % 2:
-        raise ValueError(f"H.264 needs even frame sizes, and this model makes {width}x{height} frames")
+        raise UsageError(f"H.264 needs even frame sizes, and this model makes {width}x{height} frames")
     return path
 
 
@@ -63,7 +67,7 @@ def write_gif(path: str | os.PathLike, frames: Any, fps: float) -> Path:
     path = Path(path)
     video = as_uint8_video(frames)
     if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+        raise UsageError(f"fps must be > 0, got {fps}")
     rate = Fraction(float(fps)).limit_denominator(1001)
     with atomic_output(path, ".gif") as tmp:
         with av.open(str(tmp), mode="w", format="gif") as container:

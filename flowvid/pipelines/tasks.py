@@ -34,6 +34,7 @@ Progress = Callable[[int, int], None]
 GRID_MAX_DENOMINATOR = 16
 GRID_RTOL = 1e-6  # how close p/q must be to the asked ratio
 DEFAULT_FPS = 8.0  # for models whose config has no data.fps, and for image lists
+READ_CHUNK = 2  # video frames held at full size at a time while read_frames resizes them
 CAP_PER_TRAINING_LENGTH = 4  # default length cap: this many times the training clips' data.max_frames
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -126,52 +127,70 @@ def fit_frames(frames: Any, cfg, what: str = "the input") -> Tensor:
         frames = torch.from_numpy(np.ascontiguousarray(frames))
     if not isinstance(frames, Tensor) or frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         got = f"{frames.dtype} {tuple(frames.shape)}" if hasattr(frames, "shape") else type(frames).__name__
-        raise ValueError(f"{what} must be uint8 (F, H, W, 3) RGB frames, got {got}")
+        raise UsageError(f"{what} must be uint8 (F, H, W, 3) RGB frames, got {got}")
     h, w = cfg.model.height, cfg.model.width
-    if tuple(frames.shape[1:3]) == (h, w):
-        return frames.contiguous()
+    if tuple(frames.shape[1:3]) != (h, w):
+        log.warning("%s is %dx%d (WxH); resized and centre-cropped to the model's %dx%d",
+                    what, frames.shape[2], frames.shape[1], w, h)
+    return torch.from_numpy(fit_size(frames.numpy(), (h, w)))
+
+
+def fit_size(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """uint8 (F, H, W, 3) scaled (short side) and centre-cropped to size (H, W); as they are for None."""
+    if size is None or tuple(frames.shape[1:3]) == tuple(size):
+        return np.ascontiguousarray(frames)
     from flowvid.data.datasets import resize_crop
 
-    log.warning("%s is %dx%d (WxH); resized and centre-cropped to the model's %dx%d",
-                what, frames.shape[2], frames.shape[1], w, h)
-    x = resize_crop(frames.numpy(), h, w, random_crop=False, rng=np.random.default_rng(0))  # (F, 3, h, w)
-    return to_uint8(x)
+    return to_uint8(resize_crop(frames, *size, random_crop=False, rng=np.random.default_rng(0))).numpy()
 
 
-def read_frames(paths: Sequence[str | Path], fps: float | None = None) -> tuple[np.ndarray, float]:
+def read_frames(paths: Sequence[str | Path], fps: float | None = None,
+                size: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
     """Frames (F, H, W, 3) uint8 and their rate from one video file, or from an ordered list of images.
 
-    A video keeps its own rate; images are `fps` apart (default 8).
+    A video keeps its own rate; images are `fps` apart (default 8). With size (H, W), frames are
+    scaled and centre-cropped to it as they are decoded, READ_CHUNK at a time: a long 4K input
+    then costs the memory of its result, not of its frames at full size.
     """
     from flowvid.io import read_image
 
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ValueError("no input given: expected one video file or a list of images")
+        raise UsageError("no input given: expected one video file or a list of images")
     if len(paths) == 1 and paths[0].suffix.lower() not in IMAGE_SUFFIXES:
-        return _read_video(paths[0], fps)
-    images = [read_image(p) for p in paths]
+        return _read_video(paths[0], fps, size)
+    images = [fit_size(read_image(p)[None], size)[0] for p in paths]
     sizes = {im.shape for im in images}
     if len(sizes) > 1:
-        raise ValueError(f"the input images must share one size, got {sorted(s[:2] for s in sizes)} (H, W)")
+        raise UsageError(f"the input images must share one size, got {sorted(s[:2] for s in sizes)} (H, W)")
     rate = DEFAULT_FPS if fps is None else float(fps)
     if not rate > 0:
-        raise ValueError(f"--fps must be > 0, got {fps}")
+        raise UsageError(f"--fps must be > 0, got {fps}")
     return np.stack(images), rate
 
 
-def _read_video(path: Path, fps: float | None) -> tuple[np.ndarray, float]:
+def input_rate(paths: Sequence[str | Path], fps: float | None = None) -> float:
+    """The frame rate read_frames will give, from the video's header alone (no decoding)."""
+    from flowvid.data.readers import open_video
+
+    if len(paths) != 1 or Path(paths[0]).suffix.lower() in IMAGE_SUFFIXES:
+        return DEFAULT_FPS if fps is None else float(fps)
+    with open_video(paths[0], backend="pyav") as reader:
+        return float(reader.info.fps)
+
+
+def _read_video(path: Path, fps: float | None, size: tuple[int, int] | None) -> tuple[np.ndarray, float]:
     from flowvid.data.readers import open_video
 
     with open_video(path, backend="pyav") as reader:
-        frames = reader.read(np.arange(len(reader)))
+        frames = np.concatenate([np.array(fit_size(chunk, size)) for chunk in reader.iter_frames(READ_CHUNK)])
         ts, rate = reader.timestamps(), reader.info.fps
     if fps is not None:
         log.warning("--fps applies to image lists; %s keeps its own rate, %.4g fps", path, rate)
     if len(ts) > 2 and rate > 0 and np.abs(np.diff(ts) - 1 / rate).max() > 0.01 / rate:
         log.warning("%s has a variable frame rate; its frames are taken as 1/%.4g s apart", path, rate)
     if not rate > 0:
-        raise ValueError(f"{path}: no frame rate in the file; cannot place output frames in time")
+        raise UsageError(f"{path}: no frame rate in the file; cannot place output frames in time")
     return frames, float(rate)
 
 
@@ -180,26 +199,26 @@ def _read_video(path: Path, fps: float | None) -> tuple[np.ndarray, float]:
 
 def _check_model(cfg, task: str, need_insertion: bool) -> None:
     if cfg.model.in_channels != 3:
-        raise ValueError(f"this model works in a {cfg.model.in_channels}-channel latent space; sampling it needs "
+        raise UsageError(f"this model works in a {cfg.model.in_channels}-channel latent space; sampling it needs "
                          "the autoencoder, which flowvid does not have yet (pixel models only: in_channels=3)")
     kind = _kind(cfg)
     if need_insertion and kind != "insertion":
-        raise ValueError(f"{task} needs an insertion model (path.kind=insertion); this checkpoint is the "
+        raise UsageError(f"{task} needs an insertion model (path.kind=insertion); this checkpoint is the "
                          f"{kind} baseline, which only generates (flowvid sample)")
 
 
 def _check_common(cfg, steps: int, guidance: float, label: int) -> None:
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UsageError(f"steps must be >= 1, got {steps}")
     n = cfg.model.num_classes
     if label >= 0 and not n:
-        raise ValueError(f"this model is unconditional (model.num_classes=0) but class {label} was given")
+        raise UsageError(f"this model is unconditional (model.num_classes=0) but class {label} was given")
     if label >= n > 0 or label < -1:
-        raise ValueError(f"class must be in [0, {n - 1}] (or -1 for none), got {label}")
+        raise UsageError(f"class must be in [0, {n - 1}] (or -1 for none), got {label}")
     if not (math.isfinite(guidance) and guidance >= 0):
-        raise ValueError(f"guidance scale must be a finite number >= 0, got {guidance}")
+        raise UsageError(f"guidance scale must be a finite number >= 0, got {guidance}")
     if guidance != 1.0 and label < 0:
-        raise ValueError(f"guidance (scale {guidance}) needs a class label: classifier-free guidance compares "
+        raise UsageError(f"guidance (scale {guidance}) needs a class label: classifier-free guidance compares "
                          "the class with the null label")
 
 
@@ -212,8 +231,19 @@ def _cap(cfg, max_frames: int | None, given: int = 0) -> int:
     if max_frames is None:
         return given + CAP_PER_TRAINING_LENGTH * cfg.data.max_frames
     if max_frames < 0:
-        raise ValueError(f"max_frames must be >= 0 (0 = no cap), got {max_frames}")
+        raise UsageError(f"max_frames must be >= 0 (0 = no cap), got {max_frames}")
     return max_frames
+
+
+def _check_result_fits(frames: int, cfg, advice: str) -> None:
+    """Refuse, before sampling, output frames that could outgrow half of this machine's memory:
+    they are all held until written."""
+    from flowvid.models.flops import device_memory
+
+    need, have = frames * cfg.model.height * cfg.model.width * 3, device_memory(torch.device("cpu")) // 2
+    if need > have:
+        raise UsageError(f"up to {frames:,} output frames may take {need / 2**30:,.1f} GiB, more than half this "
+                         f"machine's memory ({have / 2**30:,.1f} GiB); {advice}")
 
 
 def default_fps(cfg) -> float:
@@ -278,11 +308,13 @@ def generate(model, cfg, num: int = 1, steps: int = 50, seed: int = 0, max_frame
     _check_model(cfg, "generate", need_insertion=False)
     _check_common(cfg, steps, guidance, label)
     if num < 1 or batch_size < 0:
-        raise ValueError(f"num must be >= 1 and batch_size >= 0, got {num} and {batch_size}")
-    seeds = [seed + i for i in range(num)]
-    batches = [seeds[i:i + (batch_size or num)] for i in range(0, num, batch_size or num)]
+        raise UsageError(f"num must be >= 1 and batch_size >= 0, got {num} and {batch_size}")
     kind = _kind(cfg)
     cap = _cap(cfg, max_frames) if kind == "insertion" else (max_frames or cfg.data.max_frames)
+    _check_result_fits(num * cap, cfg, "ask for fewer clips a call (another --seed continues the draws) or a "
+                       "lower --max-frames")
+    seeds = [seed + i for i in range(num)]
+    batches = [seeds[i:i + (batch_size or num)] for i in range(0, num, batch_size or num)]
     clips, records, nfe, t0 = [], [], 0, time.perf_counter()
     for b, batch in enumerate(batches):
         units = 1  # the baselines report nothing along the way
@@ -337,7 +369,7 @@ def image_to_video(model, cfg, image: Any, steps: int = 50, seed: int = 0, max_f
     _check_common(cfg, steps, guidance, label)
     img = image if isinstance(image, Tensor) else torch.from_numpy(np.ascontiguousarray(image))
     if img.dim() != 3:
-        raise ValueError(f"the image must be uint8 (H, W, 3), got {img.dtype} {tuple(img.shape)}")
+        raise UsageError(f"the image must be uint8 (H, W, 3), got {img.dtype} {tuple(img.shape)}")
     given = fit_frames(img[None], cfg, "the image")  # (1, H, W, 3)
     cap = _cap(cfg, max_frames, given=1)
     task = ClipTask(context=to_model_space(given), passive=[False], noise_after=cfg.path.n_start - 1,
@@ -393,13 +425,13 @@ def _log_done(record: TaskRecord) -> None:
 def exact_grid(ratio: float) -> tuple[int, int]:
     """(p, q) with p / q == ratio (relative error <= 1e-6) and q <= 16: generate p x, keep every q-th frame."""
     if not (math.isfinite(ratio) and ratio > 0):
-        raise ValueError(f"the frame-rate ratio must be a positive number, got {ratio}")
+        raise UsageError(f"the frame-rate ratio must be a positive number, got {ratio}")
     if ratio < 1 - GRID_RTOL:
-        raise ValueError(f"interpolation only adds frames: the output rate must be at least the input rate, "
+        raise UsageError(f"interpolation only adds frames: the output rate must be at least the input rate, "
                          f"got a ratio of {ratio:.6g} (use a higher target fps or factor >= 1)")
     frac = Fraction(ratio).limit_denominator(GRID_MAX_DENOMINATOR)
     if abs(float(frac) - ratio) > GRID_RTOL * ratio:
-        raise ValueError(f"no exact output grid for a ratio of {ratio:.8g}: the nearest p/q with q <= "
+        raise UsageError(f"no exact output grid for a ratio of {ratio:.8g}: the nearest p/q with q <= "
                          f"{GRID_MAX_DENOMINATOR} is {frac} ({float(frac):.8g}); choose a target fps that is "
                          f"p/q times the input rate, or use --learned")
     return frac.numerator, frac.denominator
@@ -409,19 +441,19 @@ def grid_for(src_fps: float, target_fps: float | None = None, factor: float | No
     """(p, q) of the exact output grid for a target rate or a factor; errors name what was asked."""
     if target_fps is not None:
         if not (math.isfinite(target_fps) and target_fps > 0):
-            raise ValueError(f"target fps must be a positive number, got {target_fps}")
+            raise UsageError(f"target fps must be a positive number, got {target_fps}")
         if target_fps < src_fps * (1 - GRID_RTOL):
-            raise ValueError(f"target fps {target_fps:g} is below the input's {src_fps:.6g} fps: interpolation "
+            raise UsageError(f"target fps {target_fps:g} is below the input's {src_fps:.6g} fps: interpolation "
                              "only adds frames")
         try:
             return exact_grid(target_fps / src_fps)
         except ValueError:
             near = Fraction(target_fps / src_fps).limit_denominator(GRID_MAX_DENOMINATOR)
-            raise ValueError(f"no exact output grid for {target_fps:.8g} fps from {src_fps:.8g} fps: the ratio "
+            raise UsageError(f"no exact output grid for {target_fps:.8g} fps from {src_fps:.8g} fps: the ratio "
                              f"{target_fps / src_fps:.8g} is no p/q with q <= {GRID_MAX_DENOMINATOR} (nearest: {near}, "
                              f"i.e. --target-fps {src_fps * float(near):.10g}); or use --learned") from None
     if factor is None or not (math.isfinite(factor) and factor >= 1 - GRID_RTOL):
-        raise ValueError(f"factor must be a number >= 1 (output rate = input rate x factor), got {factor}")
+        raise UsageError(f"factor must be a number >= 1 (output rate = input rate x factor), got {factor}")
     return exact_grid(float(factor))
 
 
@@ -437,29 +469,35 @@ def _windows(n: int, window: int) -> list[tuple[int, int]]:
 
 def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | None = None,
                 factor: float | None = None, learned: bool = False, steps: int = 50, seed: int = 0,
-                window: int = 8, progress: Progress | None = None) -> Video:
+                window: int = 8, max_frames: int | None = None, progress: Progress | None = None) -> Video:
     """New frames between the given ones (context: all active but the last, which is passive).
 
     target_fps or factor: an exact grid. With r = target / src = p / q, every gap gets exactly p - 1
     frames (a p x grid) and every q-th frame is kept, so output frame k is at exactly k / target_fps
     and the output frames at input times are the input frames. learned: the rates decide each gap.
-    Windows of `window` given frames, sharing their end frames, are sampled one after another.
+    Windows of `window` given frames, sharing their end frames, are sampled one after another;
+    max_frames caps the frames of one window (None: the window plus 4 x the training length).
     """
     _check_model(cfg, "interpolation", need_insertion=True)
     _check_common(cfg, steps, 1.0, -1)
     if sum([target_fps is not None, factor is not None, bool(learned)]) != 1:
-        raise ValueError("give exactly one of target fps (--target-fps), factor (--factor) or learned (--learned)")
+        raise UsageError("give exactly one of target fps (--target-fps), factor (--factor) or learned (--learned)")
     if not (math.isfinite(src_fps) and src_fps > 0):
-        raise ValueError(f"the input frame rate must be > 0, got {src_fps}")
+        raise UsageError(f"the input frame rate must be > 0, got {src_fps}")
     if window < 2:
-        raise ValueError(f"window must hold at least 2 given frames, got {window}")
+        raise UsageError(f"window must hold at least 2 given frames, got {window}")
     given = fit_frames(frames, cfg, "the input frames")
     n = given.shape[0]
     if n < 2:
-        raise ValueError(f"interpolation needs at least 2 frames, got {n}")
+        raise UsageError(f"interpolation needs at least 2 frames, got {n}")
     p = q = 1
     if not learned:
         p, q = grid_for(src_fps, target_fps, factor)
+    cap = _cap(cfg, max_frames, min(window, n))
+    if cap and (min(window, n) - 1) * p + 1 > cap:  # a window is sampled whole: its length is the memory
+        raise UsageError(f"a {p}x grid makes windows of {(min(window, n) - 1) * p + 1} frames, above the length cap "
+                         f"of {cap}; lower the factor or --window, or raise --max-frames")
+    _check_result_fits((n - 1) * p + 1, cfg, "lower the factor, or interpolate the input in parts")
     wins = _windows(n, window)
     t0, results, seeds, nfe, parts = time.perf_counter(), [], [], 0, [given[:1]]
     for w, (a, b) in enumerate(wins):
@@ -470,7 +508,7 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
         task = ClipTask(context=to_model_space(ctx), passive=[False] * (k - 1) + [True], noise_after=0,
                         gap_counts=() if learned else [p - 1] * (k - 1) + [0], seed=seed + w)
         # a prescribed grid fixes the length; learned gaps get the usual cap (no unbounded growth)
-        sampler = _sampler(model, cfg, steps, _cap(cfg, None, k) if learned else 0, 1.0)
+        sampler = _sampler(model, cfg, steps, cap if learned else 0, 1.0)
         r = sampler.sample([task], _sub_progress(progress, w, len(wins), sampler.max_steps))[0]
         _part_done(progress, w, len(wins), sampler.max_steps)
         out = _restore_given(to_uint8(r.frames), r.is_context, ctx)
@@ -527,20 +565,21 @@ def extend(model, cfg, frames: Any, src_fps: float, num_frames: int | None = Non
     _check_model(cfg, "extension", need_insertion=True)
     _check_common(cfg, steps, 1.0, -1)
     if (num_frames is not None) == bool(learned):
-        raise ValueError("give exactly one of a frame count (--frames N) or learned (--learned)")
+        raise UsageError("give exactly one of a frame count (--frames N) or learned (--learned)")
     if not (math.isfinite(src_fps) and src_fps > 0):
-        raise ValueError(f"the input frame rate must be > 0, got {src_fps}")
+        raise UsageError(f"the input frame rate must be > 0, got {src_fps}")
     given = fit_frames(frames, cfg, "the input frames")
     k = given.shape[0]
     if k < 1:
-        raise ValueError("extension needs at least 1 given frame, got none")
+        raise UsageError("extension needs at least 1 given frame, got none")
     if num_frames is not None:
         if num_frames < 1:
-            raise ValueError(f"--frames must be >= 1, got {num_frames}")
-        cap = k + num_frames if max_frames is None else _cap(cfg, max_frames)
+            raise UsageError(f"--frames must be >= 1, got {num_frames}")
+        cap = _cap(cfg, max_frames, given=k)
         if cap and k + num_frames > cap:
-            raise ValueError(f"the length cap ({cap}) is below the {k} given frames plus the {num_frames} asked; "
+            raise UsageError(f"the length cap ({cap}) is below the {k} given frames plus the {num_frames} asked; "
                              f"raise --max-frames")
+        _check_result_fits(k + num_frames, cfg, "ask for fewer --frames")
         noise = min(cfg.path.n_start - 1, num_frames)
         gaps: Sequence[int | None] = [0] * (k - 1) + [num_frames - noise]
     else:
@@ -575,13 +614,13 @@ def complete(model, cfg, frames: Sequence[Any], src_fps: float, learned: bool = 
     _check_model(cfg, "completion", need_insertion=True)
     _check_common(cfg, steps, 1.0, -1)
     if not (math.isfinite(src_fps) and src_fps > 0):
-        raise ValueError(f"the input frame rate must be > 0, got {src_fps}")
+        raise UsageError(f"the input frame rate must be > 0, got {src_fps}")
     at = [i for i, f in enumerate(frames) if f is not None]
     if not at or at[0] != 0:
-        raise ValueError("the first frame must be given (new frames are only inserted after an existing one); "
+        raise UsageError("the first frame must be given (new frames are only inserted after an existing one); "
                          f"got holes at the start of {len(frames)} positions")
     if len(at) == len(frames) and not learned:
-        raise ValueError("no hole to fill: mark the missing frames (e.g. a.png,_,_,b.png) or use --learned")
+        raise UsageError("no hole to fill: mark the missing frames (e.g. a.png,_,_,b.png) or use --learned")
     given = fit_frames(np.stack([np.asarray(frames[i]) for i in at]), cfg, "the given frames")
     k, trailing = len(at), len(frames) - 1 - at[-1]
     gaps = () if learned else [b - a - 1 for a, b in zip(at, at[1:])] + [trailing]

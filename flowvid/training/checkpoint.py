@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from flowvid.errors import UsageError
+from flowvid.training.export import check_weights_fit, open_checkpoint
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temporary file in the same folder, fsync, then rename over the target.
@@ -41,8 +44,6 @@ def resolve_resume(run_dir: str | Path, resume: str | None, model: Any, sharded:
     if resume is None:
         existing = newest_checkpoint(run_dir)
         if existing is not None:
-            from flowvid.errors import UsageError
-
             raise UsageError(f"{run_dir} holds a run already (newest checkpoint: {existing.name}); continue it with "
                              "--resume auto, or start a new run in another --run-dir")
         return None
@@ -50,9 +51,7 @@ def resolve_resume(run_dir: str | Path, resume: str | None, model: Any, sharded:
     if path is None:
         return None
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
-    from flowvid.training.export import open_checkpoint
-
+        raise UsageError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
     ckpt = open_checkpoint(path)
     check_same_model(path, ckpt, model)
     if sharded:
@@ -65,22 +64,6 @@ def check_same_model(path: Path, ckpt: dict, model: Any) -> None:
     leave the weights alone (attention backend, gradient checkpointing) may change on resume."""
     saved = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     check_weights_fit(path, saved, model, "resume with the checkpoint's model settings or start a new run folder")
-
-
-def check_weights_fit(path: str | Path, weights: dict, model: Any, advice: str) -> None:
-    """`weights` (name -> tensor) must be those of the network a ModelConfig describes, name for
-    name and shape for shape; otherwise one line naming the first differences and `advice`."""
-    from flowvid.config import ConfigError
-    from flowvid.models import SpatioTemporalDiT
-
-    saved = {k: tuple(v.shape) for k, v in weights.items()}
-    with torch.device("meta"):  # shapes only, no memory
-        wanted = {k: tuple(v.shape) for k, v in SpatioTemporalDiT(model).state_dict().items()}
-    wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
-    if wrong:
-        shown = ", ".join(f"{k}: {saved.get(k)} there, {wanted.get(k)} here" for k in wrong[:3])
-        raise ConfigError(f"{path} holds another network than the model config ({len(wrong)} tensors differ; "
-                          f"{shown}); {advice}")
 
 
 def check_fsdp_can_resume(path: Path, ckpt: dict) -> None:

@@ -7,14 +7,17 @@ Lightning checkpoints are read with torch.load(weights_only=True).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from flowvid.config import Config, config_from_yaml, load_config, to_yaml
+from flowvid.errors import UsageError
+from flowvid.io import check_writable, output_set
 from flowvid.models import SpatioTemporalDiT
+from flowvid.models.flops import check_model_fits
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 
@@ -25,7 +28,7 @@ def read_checkpoint(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
     cfg = _config_from_yaml(state["flowvid"]["config"], path)
     ema = {k[len("ema."):]: v for k, v in state["state_dict"].items() if k.startswith("ema.")}
     if not ema:
-        raise ValueError(f"{path}: holds no EMA weights; expected a .ckpt written by `flowvid train`")
+        raise UsageError(f"{path}: holds no EMA weights; expected a .ckpt written by `flowvid train`")
     return cfg, ema
 
 
@@ -34,39 +37,47 @@ def open_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}); expected a flowvid .ckpt") from None
+        raise UsageError(f"{path}: not a readable checkpoint ({type(e).__name__}); expected a flowvid .ckpt") from None
     if not isinstance(state, dict) or "state_dict" not in state or "config" not in state.get("flowvid", {}):
-        raise ValueError(f"{path}: not a flowvid training checkpoint (no 'flowvid' section); expected a .ckpt "
+        raise UsageError(f"{path}: not a flowvid training checkpoint (no 'flowvid' section); expected a .ckpt "
                          "written by `flowvid train`")
     return state
 
 
 def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
-    """Write out_dir/model.safetensors (EMA weights) and out_dir/config.yaml; atomically each."""
+    """Write out_dir/model.safetensors (EMA weights) and out_dir/config.yaml, as one set."""
+    out = check_writable(out_dir, "export folder")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"export folder {str(out)!r} is a file; expected a folder")
     cfg, ema = read_checkpoint(ckpt)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{WEIGHTS}.tmp-{os.getpid()}"
-    try:
-        save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp), metadata={"format": "flowvid-ema"})
-        os.replace(tmp, out / WEIGHTS)
-    finally:
-        tmp.unlink(missing_ok=True)
-    tmp_cfg = out / f".{CONFIG}.tmp-{os.getpid()}"
-    tmp_cfg.write_text(to_yaml(cfg))
-    os.replace(tmp_cfg, out / CONFIG)
+    with output_set(out) as tmp:  # both files or neither, never an empty folder
+        save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / WEIGHTS), metadata={"format": "flowvid-ema"})
+        (tmp / CONFIG).write_text(to_yaml(cfg))
     return out
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SpatioTemporalDiT, Config]:
     """The EMA model (eval mode) and its config, from an export folder or a .ckpt file."""
     cfg, weights = read_weights(path)
+    check_model_fits(cfg.model, device, training=False)
+    check_weights_fit(path, weights, cfg.model, "the weights and the config must come from one run: "
+                      "export its checkpoint again with `flowvid export`")
     model = SpatioTemporalDiT(cfg.model)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model its config describes "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.load_state_dict(weights)
     return model.to(device).eval(), cfg
+
+
+def check_weights_fit(path: str | Path, weights: dict, model: Any, advice: str) -> None:
+    """`weights` (name -> tensor) must be those of the network a ModelConfig describes, name for
+    name and shape for shape; otherwise one line naming the first differences and `advice`."""
+    saved = {k: tuple(v.shape) for k, v in weights.items()}
+    with torch.device("meta"):  # shapes only, no memory
+        wanted = {k: tuple(v.shape) for k, v in SpatioTemporalDiT(model).state_dict().items()}
+    wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
+    if wrong:
+        shown = ", ".join(f"{k}: {saved.get(k)} there, {wanted.get(k)} here" for k in wrong[:3])
+        raise UsageError(f"{path} holds another network than the model config ({len(wrong)} tensors differ; "
+                         f"{shown}); {advice}")
 
 
 def read_weights(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
@@ -74,16 +85,16 @@ def read_weights(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
     path = Path(path)
     if path.is_dir():
         if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
-            raise ValueError(f"{path}: not a flowvid export (expected {WEIGHTS} and {CONFIG}, from `flowvid export`)")
+            raise UsageError(f"{path}: not a flowvid export (expected {WEIGHTS} and {CONFIG}, from `flowvid export`)")
         cfg = load_config(path / CONFIG)
         try:
             weights = load_file(str(path / WEIGHTS))
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
-            raise ValueError(f"{path / WEIGHTS}: not readable safetensors ({e})") from None
+            raise UsageError(f"{path / WEIGHTS}: not readable safetensors ({e})") from None
     elif path.is_file():
         cfg, weights = read_checkpoint(path)
     else:
-        raise FileNotFoundError(f"no model at {path} (expected an export folder or a .ckpt file)")
+        raise UsageError(f"no model at {path} (expected an export folder or a .ckpt file)")
     return cfg, weights
 
 
@@ -91,4 +102,4 @@ def _config_from_yaml(text: str, where) -> Config:
     try:
         return config_from_yaml(text)
     except ValueError as e:
-        raise ValueError(f"{where}: its config does not load: {e}") from None
+        raise UsageError(f"{where}: its config does not load: {e}") from None

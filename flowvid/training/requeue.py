@@ -13,16 +13,21 @@ SIGUSR1 (flowvid.data.worker_signals), which would otherwise kill them mid-batch
 
 Ctrl-C (SIGINT, which a terminal sends to every process of the command, workers included, and
 those ignore it too) stops the same way, without a requeue; a second Ctrl-C stops at once, as
-Lightning does (exit 1, nothing written).
+Lightning does (exit 1, nothing written). SIGTERM (scancel, `docker stop`, Kubernetes) stops the
+same way too, without a requeue; Lightning's own SIGTERM handling, which ends the run with exit 0
+and no checkpoint of the step, is taken over once training starts. Before the first step and
+after the last, SIGTERM raises `Terminated` (nothing to save there).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import threading
 from multiprocessing import resource_tracker
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -32,21 +37,42 @@ from flowvid.devices import to_device
 log = logging.getLogger(__name__)
 EXIT_REQUEUED = 75  # EX_TEMPFAIL: stopped early on purpose, run again with --resume auto
 EXIT_INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+EXIT_TERMINATED = 143  # the shell's code for a command stopped by SIGTERM (128 + 15)
 STOP_SIGNAL = getattr(signal, "SIGUSR1", None)  # POSIX only; elsewhere only Ctrl-C is handled
 # what stopped a run, by precedence: a rank that got Ctrl-C makes every rank stop as interrupted
-STOPS = (None, "SIGUSR1", "Ctrl-C")
+STOPS = (None, "SIGUSR1", "SIGTERM", "Ctrl-C")
+
+
+class Terminated(Exception):
+    """SIGTERM outside the training steps (set-up, or after the last step): nothing to checkpoint."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Terminated inside the block (StopFlag takes it over while steps run)."""
+    def _raise(signum, frame):
+        raise Terminated("SIGTERM")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class RunPaused(Exception):
-    """Stopped on SIGUSR1 or Ctrl-C after writing last.ckpt at a step boundary."""
+    """Stopped on SIGUSR1, SIGTERM or Ctrl-C after writing last.ckpt at a step boundary."""
 
     def __init__(self, message: str, cause: str):
         super().__init__(message)
-        self.cause = cause  # "SIGUSR1" or "Ctrl-C"
+        self.cause = cause  # "SIGUSR1", "SIGTERM" or "Ctrl-C"
 
 
 class StopFlag:
-    """Set by SIGUSR1 or a first Ctrl-C in this process; `any_rank` tells what any rank got."""
+    """Set by SIGUSR1, SIGTERM or a first Ctrl-C in this process; `any_rank` tells what any rank got."""
 
     def __init__(self):
         self.raised: str | None = None
@@ -68,6 +94,13 @@ class StopFlag:
                 log.warning("multiprocessing's resource tracker did not start (%s)", e)
             signal.signal(STOP_SIGNAL, self._on_usr1)
         self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_ctrl_c)
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_term)
+
+    def take_sigterm_back(self) -> None:
+        """Lightning installs its SIGTERM handler after on_fit_start (it ends the fit at the next batch
+        with exit 0 and no checkpoint of the step): put ours back once training starts."""
+        if self.installed:
+            signal.signal(signal.SIGTERM, self._on_term)
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -77,6 +110,10 @@ class StopFlag:
     def _on_usr1(self, signum, frame) -> None:
         self.raised = self.raised or "SIGUSR1"
 
+    def _on_term(self, signum, frame) -> None:
+        self.raised = max(self.raised, "SIGTERM", key=STOPS.index)
+        log.warning("SIGTERM: stopping after this step, with a checkpoint")
+
     def _on_ctrl_c(self, signum, frame) -> None:
         self.raised = "Ctrl-C"
         signal.signal(signal.SIGINT, self._previous[signal.SIGINT])  # a second Ctrl-C stops at once
@@ -84,7 +121,7 @@ class StopFlag:
                     "without one)")
 
     def any_rank(self, device) -> str | None:
-        """What stopped this rank or any other (None, "SIGUSR1" or "Ctrl-C"); every rank must ask."""
+        """What stopped this rank or any other (None or one of STOPS); every rank must ask."""
         if not (dist.is_available() and dist.is_initialized()):
             return self.raised  # one process: no tensor, so no wait for the device
         flag = to_device(torch.tensor([float(STOPS.index(self.raised))]), device)  # page-locked: the read is the wait

@@ -1,18 +1,23 @@
 """`flowvid train`: a run folder, a Lightning Trainer from config, fit, a final checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import difflib
+import fcntl
 import inspect
 import logging
 import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -20,15 +25,17 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule, tokens_per_frame
 from flowvid.errors import UsageError
+from flowvid.io import check_writable
 from flowvid.models import count_parameters
 from flowvid.models.attention import CUDA_ONLY
-from flowvid.training.checkpoint import (AtomicCheckpointIO, check_weights_fit, checkpoint_dir, newest_checkpoint,
-                                         resolve_resume)
-from flowvid.training.export import read_weights
+from flowvid.models.flops import check_model_fits
+from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, newest_checkpoint, resolve_resume
+from flowvid.training.export import check_weights_fit, open_checkpoint, read_weights
 from flowvid.training.module import FlowceptionModule, TrainingStopped
 from flowvid.training.requeue import RunPaused, StopFlag, requeue_slurm_job
 
 log = logging.getLogger(__name__)
+RUN_LOCK = ".flowvid.lock"  # held (flock) by the run training in the folder
 # Expected here, not problems: the EMA copy stays in eval mode; with manual optimisation a
 # step's checkpoint holds the weights after that step, which is what resuming needs.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -59,9 +66,10 @@ class TrainResult:
     last_checkpoint: Path
     steps: int
     skipped_steps: int
-    stopped_by: str | None = None  # "SIGUSR1" or "Ctrl-C": last.ckpt holds this step, run again to continue
+    stopped_by: str | None = None  # "SIGUSR1", "SIGTERM" or "Ctrl-C": last.ckpt holds this step; run again to continue
     seconds: float = 0.0  # wall time of trainer.fit (validation and checkpoints included)
     global_zero: bool = True  # this process is rank 0 (the one that reports)
+    complete: bool = False  # --resume auto found the run at trainer.max_steps already: nothing trained
 
 
 def strategy(cfg: Config):
@@ -111,7 +119,7 @@ class LastCheckpoint(L.Callback):
     a save after fit() returns (as ModelCheckpoint's save_last does at train end) records the
     epoch as finished, and a resume from it would skip the rest of that epoch.
 
-    It also acts on SIGUSR1 and Ctrl-C (flowvid.training.requeue): last.ckpt at the step boundary,
+    It also acts on SIGUSR1, SIGTERM and Ctrl-C (flowvid.training.requeue): last.ckpt at the step boundary,
     a SLURM requeue (SIGUSR1 only), and RunPaused, unless the run ends at this step anyway."""
 
     def __init__(self, path: Path, every: int):
@@ -119,6 +127,9 @@ class LastCheckpoint(L.Callback):
 
     def on_fit_start(self, trainer, module) -> None:
         self.stop.install()
+
+    def on_train_start(self, trainer, module) -> None:
+        self.stop.take_sigterm_back()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         # the step budget, or a stop asked for in the step (train.max_tflops)
@@ -136,11 +147,15 @@ class LastCheckpoint(L.Callback):
             raise RunPaused(f"stopped on {cause} at step {trainer.global_step}", cause)
 
 
+def trains_on_gpu(cfg: Config) -> bool:
+    return torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+
+
 def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     check_trainer_keys(cfg.trainer)
     opts = dict(cfg.trainer)
     opts["strategy"] = strategy(cfg)
-    on_gpu = torch.cuda.is_available() and opts.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+    on_gpu = trains_on_gpu(cfg)
     backend = cfg.model.attention.backend.value
     if backend == "flex" and not on_gpu:
         raise UsageError("attention backend 'flex' has no backward pass on CPU in torch; train on CPU with "
@@ -224,11 +239,59 @@ def write_config(run_dir: Path, cfg: Config) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def own_run_folder(run_dir: Path, rank_zero: bool) -> Iterator[None]:
+    """Hold run_dir for this run: a second trainer started there refuses in one line. An flock,
+    which the kernel releases when the process ends however it ends: a killed run leaves no lock."""
+    if not rank_zero:  # the run's other ranks share the folder rank 0 holds
+        yield
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise UsageError(f"{run_dir} is in use by another training run ({holder}); wait for it to end, "
+                             "or give another --run-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+        if created and [p.name for p in run_dir.iterdir()] == [RUN_LOCK]:  # refused before writing: leave nothing
+            (run_dir / RUN_LOCK).unlink()
+            run_dir.rmdir()
+
+
+def completed_step(cfg: Config, ckpt_path: Path | None, resume: str | None) -> int | None:
+    """The step of a resumed run that has no step left to take (trainer.max_steps reached), else None.
+    With --resume auto that is a finished run, reported as such; a checkpoint named past the budget
+    is refused, as training from it would write nothing."""
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if ckpt_path is None or max_steps is None or max_steps < 0 or Path(ckpt_path).is_dir():  # a sharded checkpoint
+        return None
+    step = int(open_checkpoint(ckpt_path).get("global_step", 0))
+    if step < max_steps:
+        return None
+    if resume != "auto":
+        raise UsageError(f"{ckpt_path} is at step {step} and trainer.max_steps={max_steps}: nothing to train; "
+                         f"raise trainer.max_steps to continue the run")
+    return step
+
+
 def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainResult:
     """Train from config into run_dir; resume: None, 'auto' or a checkpoint path."""
     run_dir = Path(run_dir)
     # every check that can fail runs before anything is written
+    check_writable(run_dir, "run folder")
+    check_model_fits(cfg.model, "cuda" if trains_on_gpu(cfg) else "cpu", training=True)
     ckpt_path = resolve_resume(run_dir, resume, cfg.model, sharded=cfg.trainer.get("strategy") == "fsdp")
+    done = completed_step(cfg, ckpt_path, resume)
+    if done is not None:
+        return TrainResult(run_dir, ckpt_path, done, 0, None, 0.0, rank_zero_only.rank == 0, complete=True)
     start = initial_weights(cfg) if ckpt_path is None else None  # a resumed run has its own weights
     datamodule = VideoDataModule(cfg)
     datamodule.setup()
@@ -238,22 +301,25 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
         module.model.load_state_dict(start)
         module.ema.load_state_dict(start)
         log.info("starting from the EMA weights of %s", cfg.train.init_from)
-    trainer = build_trainer(cfg, run_dir, has_val=datamodule.datasets["val"] is not None)
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, cfg)
-        log.info(run_summary(cfg, run_dir, trainer))
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-    last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
-    stopped_by, started = None, time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except RunPaused as e:
-        stopped_by = e.cause
-    except OUT_OF_MEMORY as e:
-        raise TrainingStopped(out_of_memory(cfg, trainer.global_step, run_dir)) from e
-    finally:
-        last.stop.restore()  # after Lightning's teardown, which puts back the handlers it found at start
-    return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps,
-                       stopped_by, time.perf_counter() - started, trainer.is_global_zero)
+    # before Lightning prints its first lines; global rank 0 from the launcher's variables (RANK, LOCAL_RANK,
+    # SLURM_PROCID; NODE_RANK where Lightning launches the nodes itself)
+    first = rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    with own_run_folder(run_dir, first):
+        trainer = build_trainer(cfg, run_dir, has_val=datamodule.datasets["val"] is not None)
+        if trainer.is_global_zero:
+            write_config(run_dir, cfg)
+            log.info(run_summary(cfg, run_dir, trainer))
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+        last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+        stopped_by, started = None, time.perf_counter()
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except RunPaused as e:
+            stopped_by = e.cause
+        except OUT_OF_MEMORY as e:
+            raise TrainingStopped(out_of_memory(cfg, trainer.global_step, run_dir)) from e
+        finally:
+            last.stop.restore()  # after Lightning's teardown, which puts back the handlers it found at start
+        return TrainResult(run_dir, checkpoint_dir(run_dir) / "last.ckpt", trainer.global_step, module.skipped_steps,
+                           stopped_by, time.perf_counter() - started, trainer.is_global_zero)

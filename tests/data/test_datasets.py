@@ -9,6 +9,7 @@ from flowvid.data.clips import ClipRequest, collate_clips
 from flowvid.data.datasets import ManifestDataset, frames_available, resample_times, resize_crop
 from flowvid.data.manifest import ManifestEntry, read_manifest, write_jsonl
 from flowvid.data.readers import probe
+from flowvid.errors import UsageError
 
 from video_files import frame_ids, make_video, vfr_timestamps
 
@@ -90,7 +91,7 @@ def test_a_file_that_breaks_later_is_skipped_then_too_many_stop_the_run(tmp_path
     with caplog.at_level(logging.WARNING):
         batch = collate_clips([ds[ClipRequest(i, 8, 0)] for i in range(3)])
     assert batch.num_clips == 2 and ds.failures.failures == 1 and "skipped a clip" in caplog.text
-    with pytest.raises(RuntimeError, match=r"video reads failed .*max_failed_fraction=0.2"):
+    with pytest.raises(UsageError, match=r"video reads failed .*max_failed_fraction=0.2"):
         for _ in range(30):
             ds[ClipRequest(1, 8, 0)]
 

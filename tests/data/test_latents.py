@@ -5,6 +5,7 @@ import torch
 from flowvid.config import load_config
 from flowvid.data.clips import Clip, ClipRequest
 from flowvid.data.latents import LatentDataset, write_latent_shards
+from flowvid.errors import UsageError
 
 
 def test_shards_round_trip_and_windows(tmp_path):
@@ -27,7 +28,7 @@ def test_shards_round_trip_and_windows(tmp_path):
 
 def test_latents_refuse_resampling_and_missing_index(tmp_path):
     cfg = load_config("configs/tiny.yaml", ["data.source=latents", f"data.latents={tmp_path}", "data.fps=12"]).data
-    with pytest.raises(FileNotFoundError, match="index.jsonl"):
+    with pytest.raises(UsageError, match="index.jsonl"):
         LatentDataset(tmp_path, cfg)
     write_latent_shards([Clip(torch.zeros(2, 1, 2, 2))], tmp_path)
     with pytest.raises(ValueError, match="data.fps must be 0"):

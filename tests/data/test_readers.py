@@ -29,6 +29,7 @@ from flowvid.data.readers import (
     probe,
     resolve_backend,
 )
+from flowvid.errors import UsageError
 
 BACKENDS_HERE = available_backends()
 F = 48  # frames per test video; with GOPs of 6 to 10 frames, reads cross keyframes
@@ -186,7 +187,7 @@ def test_backend_choice_and_missing_decord(monkeypatch):
     monkeypatch.setitem(readers._DECORD, "module", None)
     monkeypatch.setitem(readers._DECORD, "error", "ImportError: No module named 'decord'")
     assert available_backends() == ["pyav"] and resolve_backend("auto") == "pyav"
-    with pytest.raises(RuntimeError, match="use backend='pyav'"):
+    with pytest.raises(UsageError, match="use backend='pyav'"):
         open_video("any.mp4", "decord")
 
 

@@ -3,6 +3,7 @@ import sys
 import pytest
 import torch
 
+from flowvid.errors import UsageError
 from flowvid.models.attention import PackedLayout, attend, check_backend
 
 CPU_BACKENDS = ["sdpa", "flex"]  # flex runs forward-only (eager) on CPU
@@ -113,10 +114,10 @@ def test_unknown_or_unavailable_backends():
     try:
         import xformers.ops  # noqa: F401
     except ImportError:
-        with pytest.raises(RuntimeError, match="flowvid\\[xformers\\]"):
+        with pytest.raises(UsageError, match="flowvid\\[xformers\\]"):
             check_backend("xformers")
     for backend in ("xformers", "varlen"):
-        with pytest.raises(RuntimeError, match="CUDA only"):
+        with pytest.raises(UsageError, match="CUDA only"):
             attend(q, k, v, layout([2], 1), backend)
 
 
@@ -146,7 +147,7 @@ def test_xformers_whose_kernels_do_not_load_is_refused_up_front(monkeypatch):
     fake.ops = types.ModuleType("xformers.ops")
     monkeypatch.setitem(sys.modules, "xformers", fake)
     monkeypatch.setitem(sys.modules, "xformers.ops", fake.ops)
-    with pytest.raises(RuntimeError, match=r"xformers 0\.0\.35 do not load .*built for torch 2\.10\.0\+cu128.*'sdpa'"):
+    with pytest.raises(UsageError, match=r"xformers 0\.0\.35 do not load .*built for torch 2\.10\.0\+cu128.*'sdpa'"):
         check_backend("xformers")
     fake._has_cpp_library = True
     check_backend("xformers")

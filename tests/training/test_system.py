@@ -61,11 +61,12 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, whole_run):
     assert_same_params(ckpt_params(run / "checkpoints" / "last.ckpt"), whole_run, atol=1e-6)
 
 
-@pytest.mark.parametrize("signum,cause,code", [(signal.SIGUSR1, "SIGUSR1", 75), (signal.SIGINT, "Ctrl-C", 130)])
+@pytest.mark.parametrize("signum,cause,code", [(signal.SIGUSR1, "SIGUSR1", 75), (signal.SIGINT, "Ctrl-C", 130),
+                                               (signal.SIGTERM, "SIGTERM", 143)])
 def test_a_stop_signal_checkpoints_at_a_step_boundary_and_resumes_exactly(tmp_path, whole_run, signum, cause, code):
-    """SLURM's warning before the time limit (SIGUSR1) or Ctrl-C (SIGINT to the terminal's process
-    group): stop after the step, last.ckpt, exit 75 or 130, resume. With two loader workers, which
-    must survive the signal the group receives."""
+    """SLURM's warning before the time limit (SIGUSR1), Ctrl-C (SIGINT to the terminal's process
+    group) or SIGTERM (scancel, docker stop): stop after the step, last.ckpt, exit 75, 130 or 143,
+    resume. With two loader workers, which must survive the signal the group receives."""
     run = tmp_path / "signalled"
     proc = start_then_signal(run, signum, ["data.num_workers=2"])
     _, err = proc.communicate(timeout=120)
@@ -76,6 +77,53 @@ def test_a_stop_signal_checkpoints_at_a_step_boundary_and_resumes_exactly(tmp_pa
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_params(ckpt_params(run / "checkpoints" / "last.ckpt"), whole_run, atol=1e-6)
+
+
+def test_sigterm_during_set_up_exits_143_in_one_line(tmp_path):
+    """SIGTERM before the first step (here: once the run folder is written, while Lightning sets up):
+    exit 143 and one line; no checkpoint, or one at a step boundary if the first step won the race."""
+    run = tmp_path / "term"
+    proc = subprocess.Popen([*TRAIN, "--run-dir", str(run), *RESUME_RUN], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "config.yaml").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "stopped on SIGTERM" in err and "Traceback" not in err, err[-2000:]
+    newest = newest_checkpoint(run)
+    assert newest is None or "stopped on SIGTERM at step" in err
+
+
+def test_one_trainer_per_run_folder_and_a_killed_runs_lock_does_not_block_resume(tmp_path):
+    run = tmp_path / "shared"
+    first = subprocess.Popen([*TRAIN, "--run-dir", str(run), *RESUME_RUN, "trainer.max_steps=100000"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while newest_checkpoint(run) is None and first.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    second = subprocess.run([*TRAIN, "--run-dir", str(run), "--resume", "auto", *RESUME_RUN,
+                             "trainer.max_steps=100000"], capture_output=True, text=True)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert len(second.stderr.strip().splitlines()) == 1 and "in use by another training run" in second.stderr
+
+    step = torch.load(newest_checkpoint(run), map_location="cpu", weights_only=True)["global_step"]
+    resumed = subprocess.run([*TRAIN, "--run-dir", str(run), "--resume", "auto", *RESUME_RUN,
+                              f"trainer.max_steps={step + 3}"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{step + 3} steps" in resumed.stdout
+
+    # nothing left to train: --resume auto says the run is complete; a named checkpoint is refused
+    again = subprocess.run([*TRAIN, "--run-dir", str(run), "--resume", "auto", *RESUME_RUN,
+                            f"trainer.max_steps={step + 3}"], capture_output=True, text=True)
+    assert again.returncode == 0 and "the run is complete" in again.stdout, again.stderr[-2000:]
+    last = run / "checkpoints" / "last.ckpt"
+    named = subprocess.run([*TRAIN, "--run-dir", str(run), "--resume", str(last), *RESUME_RUN,
+                            f"trainer.max_steps={step}"], capture_output=True, text=True)
+    assert named.returncode == 2 and "nothing to train" in named.stderr, named.stderr[-2000:]
 
 
 def launch_env() -> dict:
