@@ -74,3 +74,21 @@ def test_cli_bad_root_exits_2_and_writes_nothing(tmp_path, capsys):
     assert err.count("\n") == 0 and "not a folder" in err and not out.exists()
     assert main(["data", "synth", "squares", "-o", str(tmp_path / "s"), "--num", "2"]) == 2
     assert "balls" in capsys.readouterr().err and not (tmp_path / "s" / "manifest.jsonl").exists()
+
+
+def test_a_still_image_named_like_a_video_is_reported_not_indexed(tmp_path):
+    """A PNG renamed .mp4 decodes as one frame: it is no video (as is any one-frame file)."""
+    import numpy as np
+
+    from flowvid.io import write_png
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    make_video(root / "real.mp4", num_frames=8)
+    write_png(tmp_path / "still.png", np.zeros((16, 16, 3), np.uint8))
+    (root / "still.mp4").write_bytes((tmp_path / "still.png").read_bytes())
+    out = tmp_path / "manifest.jsonl"
+    index_videos(root, out)
+    assert [e.path for e in read_manifest(out)] == ["videos/real.mp4"]
+    bad = {b.path: b.reason for b in read_jsonl(report_path(out), BadFile)}
+    assert bad == {"videos/still.mp4": "not a video"}
