@@ -109,9 +109,10 @@ def cmd_data_index(args: argparse.Namespace) -> int:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     """Write a synthetic set as mp4 files plus its manifest."""
     from data_pipelines.synth import write_synthetic_set
+    from flowvid.config import MAX_SYNTHETIC_CLIPS
 
-    if args.num < 1:
-        raise UsageError(f"--num must be >= 1, got {args.num}")
+    if not 1 <= args.num <= MAX_SYNTHETIC_CLIPS:
+        raise UsageError(f"--num must be in [1, {MAX_SYNTHETIC_CLIPS:,}] clips, got {args.num}")
     bar = _Progress(f"writing {args.kind}")
     try:
         path = write_synthetic_set(args.kind, args.output, args.num, args.size, tuple(args.frames), args.fps,

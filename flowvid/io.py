@@ -7,6 +7,7 @@ is stored as RGB (bgr0), so it round-trips exactly and takes any size.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import numbers
 import os
@@ -167,24 +168,39 @@ def umask() -> int:
     return mask
 
 
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+@contextmanager
+def write_errors(path: str | os.PathLike, advice: str = "") -> Iterator[None]:
+    """A write the file system refuses (a full disk, a quota, a read-only mount, no permission) as one
+    UsageError line naming the path; other errors pass as they are."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        raise UsageError(f"cannot write {path}: {e.strerror}{'; ' + advice if advice else ''}") from None
+
+
 @contextmanager
 def output_set(folder: Path) -> Iterator[Path]:
     """A temporary folder beside `folder` to write a set of outputs into. On success the files land
     in `folder` (the temporary folder renamed into place when `folder` is new, else moved in one by
     one, record.json last); on failure it is removed: `folder` gets the whole set or nothing new.
     A write that fails (a full disk, no permission) is one UsageError line."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    with write_errors(folder):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would keep others out of the results
-        if not folder.exists():
-            os.rename(tmp, folder)
-        else:
-            for f in sorted(tmp.iterdir(), key=lambda f: f.suffix == ".json"):  # the record last
-                os.replace(f, folder / f.name)
-    except OSError as e:
-        raise UsageError(f"cannot write {folder}: {e.strerror or e}") from None
+        with write_errors(folder):
+            yield tmp
+            os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would keep others out of the results
+            if not folder.exists():
+                os.rename(tmp, folder)
+            else:
+                for f in sorted(tmp.iterdir(), key=lambda f: f.suffix == ".json"):  # the record last
+                    os.replace(f, folder / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -214,12 +230,14 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     suffix = path.suffix if suffix is None else suffix
     if not suffix:
         raise UsageError(f"path needs a suffix naming the container (.mp4, .mkv, .png, ...), got {str(path)!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
+    with write_errors(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
+        with write_errors(path):
+            yield Path(tmp)
+            os.chmod(tmp, 0o666 & ~umask())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -59,6 +59,7 @@ CASES = [  # name, argv (run in the workspace), what the one line must say
     ("model.depth 1e5", [*TRAIN, "model.depth=100000"], "GiB to train"),
     ("num_clips 1e12", [*TRAIN, "data.synthetic.num_clips=1000000000000"], "must be at most 1,000,000"),
     ("sample num 1e9", [*SAMPLE, "--num", "1000000000"], "more than half"),
+    ("synth num 1e12", ["data", "synth", "balls", "--num", "1000000000000", "-o", "synth"], "--num must be in"),
     ("extend frames 1e8", ["extend", "--ckpt", "model", "in.mp4", "--frames", "100000000", "-o", "out.mp4"],
      "length cap"),
     # 4. missing data

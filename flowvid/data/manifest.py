@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, TypeVar
 
 from flowvid.errors import UsageError
+from flowvid.io import write_errors
 
 T = TypeVar("T")
 
@@ -75,9 +76,10 @@ def write_jsonl(path: str | Path, rows: Iterable) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w") as fh:
+        with write_errors(path), open(tmp, "w") as fh:
             for row in rows:
                 fh.write(json.dumps(dataclasses.asdict(row)) + "\n")
-        os.replace(tmp, path)
+        with write_errors(path):
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

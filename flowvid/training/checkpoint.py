@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from flowvid.errors import UsageError
+from flowvid.io import write_errors
 from flowvid.training.export import check_weights_fit, open_checkpoint
 
 
@@ -23,11 +24,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            with open(tmp, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            with write_errors(path, "the previous checkpoint is intact: free space, then --resume auto"):
+                with open(tmp, "wb") as fh:
+                    torch.save(checkpoint, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
 

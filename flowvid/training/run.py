@@ -25,7 +25,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from flowvid.config import Config, ConfigError, to_yaml
 from flowvid.data.module import VideoDataModule, tokens_per_frame
 from flowvid.errors import UsageError
-from flowvid.io import check_writable
+from flowvid.io import check_writable, write_errors
 from flowvid.models import count_parameters
 from flowvid.models.attention import CUDA_ONLY
 from flowvid.models.flops import check_model_fits
@@ -235,8 +235,9 @@ def write_config(run_dir: Path, cfg: Config) -> None:
         log.warning("%s differs from this run's config; the previous one is kept as config.prev.yaml", path)
         os.replace(path, run_dir / "config.prev.yaml")
     tmp = path.with_name(f".config.yaml.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with write_errors(path):
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 @contextlib.contextmanager

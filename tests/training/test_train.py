@@ -388,3 +388,25 @@ def test_logged_model_flops_match_the_logged_throughput(tmp_path):
         per_frame = float(r["train/tflops_per_s"]) * 1e12 / frames_per_s
         shortest, longest_per_frame = 3 * forward_flops(cfg.model, 1), 3 * forward_flops(cfg.model, longest) / longest
         assert shortest * 0.999 <= per_frame <= longest_per_frame * 1.001
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from flowvid.errors import UsageError
+    from flowvid.training import checkpoint
+    from flowvid.training.checkpoint import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+
+    def full(obj, fh):
+        fh.write(b"half of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    with pytest.raises(UsageError, match="No space left on device; the previous checkpoint is intact"):
+        io.save_checkpoint({"step": 2}, tmp_path / "last.ckpt")
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
