@@ -195,9 +195,8 @@ def _check_device(device: str) -> None:
         return
     import torch
 
-    index = int(device.partition(":")[2] or 0)
-    if index >= torch.cuda.device_count():
-        found = torch.cuda.device_count()
+    index, found = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= found:
         raise UsageError(f"--device {device}: this machine has {found or 'no'} CUDA device{'s' * (found != 1)}; "
                          f"use --device cpu" + (f" or cuda:0..{found - 1}" if found else ""))
 
@@ -216,7 +215,7 @@ def _load_for_sampling(args: argparse.Namespace):
 
 
 def _write_video_and_record(out: Path, video) -> None:
-    """OUT.mp4 and OUT.json beside it, each atomic; the record gains the write time."""
+    """OUT.mp4 and OUT.json beside it, together or neither; the record gains the write time."""
     import time
 
     from flowvid.io import output_set
