@@ -187,7 +187,7 @@ def write_errors(path: str | os.PathLike, advice: str = "") -> Iterator[None]:
 def output_set(folder: Path) -> Iterator[Path]:
     """A temporary folder beside `folder` to write a set of outputs into. On success the files land
     in `folder` (the temporary folder renamed into place when `folder` is new, else moved in one by
-    one, record.json last); on failure it is removed: `folder` gets the whole set or nothing new.
+    one, the .json record last); on failure it is removed: `folder` gets the whole set or nothing new.
     A write that fails (a full disk, no permission) is one UsageError line."""
     with write_errors(folder):
         folder.parent.mkdir(parents=True, exist_ok=True)
