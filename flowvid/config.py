@@ -405,8 +405,9 @@ def _build(parts, overrides: Sequence[str]) -> Config:
 def validate(cfg: Any, prefix: str = "") -> None:
     """Walk nested dataclasses; raise ConfigError on the first impossible value."""
     for f in dataclasses.fields(cfg):  # nan passes every comparison the checks below make
-        values = getattr(cfg, f.name)
-        for v in values.values() if isinstance(values, dict) else values if isinstance(values, (list, tuple)) else [values]:
+        value = getattr(cfg, f.name)
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        for v in items:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"config key '{prefix}{f.name}' must be a finite number, got {v}")
     if hasattr(cfg, "problems"):

@@ -425,7 +425,8 @@ def test_a_4k_input_is_resized_as_it_is_decoded_and_interpolates(tmp_path, expor
     assert frames.shape == (12, 16, 16, 3) and fps == 8.0
     assert peak < (READ_CHUNK + 2) * base.nbytes, f"{peak / 2**20:.0f} MiB at the peak"
     out = tmp_path / "big_x2.mp4"
-    assert main(["interpolate", "--ckpt", str(exported), str(big), "--factor", "2", "--steps", STEPS, "-o", str(out)]) == 0
+    argv = ["interpolate", "--ckpt", str(exported), str(big), "--factor", "2", "--steps", STEPS, "-o", str(out)]
+    assert main(argv) == 0
     with open_video(out) as reader:
         assert len(reader) == 23
 
@@ -447,6 +448,7 @@ def test_a_disk_that_fills_up_leaves_no_partial_sample_set(exported, tmp_path, m
     monkeypatch.setattr(outputs, "write_png", full_disk)
     out = tmp_path / "samples"
     assert main(["sample", "--ckpt", str(exported), "--num", "2", "--steps", STEPS, "--out", str(out)]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "sampling:" not in line]  # not the bar
+    lines = capsys.readouterr().err.splitlines()
+    err = [line for line in lines if line.strip() and "sampling:" not in line]  # not the progress bar
     assert len(err) == 1 and "No space left on device" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a partial set or a temporary folder was left"

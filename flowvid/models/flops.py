@@ -43,13 +43,13 @@ TRAINING_BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two Adam moments a
 def check_model_fits(cfg, device: str | torch.device, training: bool) -> None:
     """Refuse, in one line, a network whose weights (and, to train, gradients, Adam moments and EMA)
     exceed the device's whole memory: it could only end in an allocator error later."""
-    n = count_parameters(cfg)
+    n, device = count_parameters(cfg), torch.device(device)
     need = n * (TRAINING_BYTES_PER_PARAMETER if training else 4)
-    have = device_memory(torch.device(device))
+    have = device_memory(device)
     if need > have:
         raise UsageError(f"the model has {n:.3g} parameters (dim {cfg.dim}, depth {cfg.depth}), which need "
-                         f"{need / 2**30:,.1f} GiB {'to train' if training else 'of weights'}; the "
-                         f"{torch.device(device).type} has {have / 2**30:,.1f} GiB in all: lower model.dim or model.depth")
+                         f"{need / 2**30:,.1f} GiB {'to train' if training else 'of weights'}; the {device.type} "
+                         f"has {have / 2**30:,.1f} GiB in all: lower model.dim or model.depth")
 
 
 def device_memory(device: torch.device) -> int:

@@ -183,7 +183,8 @@ def _read_video(path: Path, fps: float | None, size: tuple[int, int] | None) -> 
     from flowvid.data.readers import open_video
 
     with open_video(path, backend="pyav") as reader:
-        frames = np.concatenate([np.array(fit_size(chunk, size)) for chunk in reader.iter_frames(READ_CHUNK)])
+        # a chunk lives in the reader's buffer until the next: keep a copy when it is not resized
+        frames = np.concatenate([fit_size(c, size) if size else c.copy() for c in reader.iter_frames(READ_CHUNK)])
         ts, rate = reader.timestamps(), reader.info.fps
     if fps is not None:
         log.warning("--fps applies to image lists; %s keeps its own rate, %.4g fps", path, rate)
@@ -493,10 +494,12 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
     p = q = 1
     if not learned:
         p, q = grid_for(src_fps, target_fps, factor)
-    cap = _cap(cfg, max_frames, min(window, n))
-    if cap and (min(window, n) - 1) * p + 1 > cap:  # a window is sampled whole: its length is the memory
-        raise UsageError(f"a {p}x grid makes windows of {(min(window, n) - 1) * p + 1} frames, above the length cap "
-                         f"of {cap}; lower the factor or --window, or raise --max-frames")
+    given_per_window = min(window, n)
+    cap = _cap(cfg, max_frames, given_per_window)
+    made = (given_per_window - 1) * p + 1  # a window is sampled whole: its length is the memory
+    if cap and made > cap:
+        raise UsageError(f"a {p}x grid makes windows of {made} frames, above the length cap of {cap}; lower the "
+                         f"factor or --window, or raise --max-frames")
     _check_result_fits((n - 1) * p + 1, cfg, "lower the factor, or interpolate the input in parts")
     wins = _windows(n, window)
     t0, results, seeds, nfe, parts = time.perf_counter(), [], [], 0, [given[:1]]
