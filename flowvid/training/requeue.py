@@ -43,8 +43,10 @@ STOP_SIGNAL = getattr(signal, "SIGUSR1", None)  # POSIX only; elsewhere only Ctr
 STOPS = (None, "SIGUSR1", "SIGTERM", "Ctrl-C")
 
 
-class Terminated(Exception):
-    """SIGTERM outside the training steps (set-up, or after the last step): nothing to checkpoint."""
+class Terminated(BaseException):
+    """SIGTERM outside the training steps (set-up, or after the last step): nothing to checkpoint.
+    A BaseException, as KeyboardInterrupt is: library code that catches Exception (inspect, for one,
+    turns it into a TypeError) must let it through."""
 
 
 @contextlib.contextmanager
