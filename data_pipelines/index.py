@@ -103,7 +103,7 @@ def index_videos(root: str | Path, manifest: str | Path, workers: int = 0, min_f
     jobs = _jobs(root, manifest, min_frames, labels)
     reused = [known[j.rel] for j in jobs if _unchanged(known.get(j.rel), j)]
     todo = [j for j in jobs if not _unchanged(known.get(j.rel), j)]
-    results = _run(todo, workers, progress)
+    results = [_keep_shots(r, known.get(r.path)) for r in _run(todo, workers, progress)]
     rows = sorted(reused + results, key=lambda r: r.path)
     good = [r for r in rows if isinstance(r, ManifestEntry)]
     bad = [r for r in rows if isinstance(r, BadFile)]
@@ -111,6 +111,13 @@ def index_videos(root: str | Path, manifest: str | Path, workers: int = 0, min_f
     write_jsonl(report_path(manifest), bad)
     return IndexResult(manifest, report_path(manifest), len(good), len(bad), len(todo), len(reused),
                        time.perf_counter() - t0)
+
+
+def _keep_shots(row: ManifestEntry | BadFile, old: ManifestEntry | BadFile | None) -> ManifestEntry | BadFile:
+    """A re-probed video keeps the shot starts written into its old entry (those within it)."""
+    if isinstance(row, ManifestEntry) and isinstance(old, ManifestEntry):
+        row.shots = [s for s in old.shots if s < row.duration]
+    return row
 
 
 def _unchanged(row: ManifestEntry | BadFile | None, job: _Job) -> bool:

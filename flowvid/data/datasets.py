@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -34,12 +35,38 @@ def resample_times(start: float, num: int, fps: float) -> np.ndarray:
     return start + np.arange(num) / fps
 
 
-def frames_available(entry: ManifestEntry, fps: float) -> int:
-    """Frames a file yields at `fps` (0 = its own rate): 1 + floor(span * fps), span = first to last frame."""
-    if fps <= 0 or entry.num_frames <= 1:
-        return entry.num_frames
-    span = (entry.num_frames - 1) / entry.fps
-    return 1 + math.floor(span * fps + 1e-6)
+# A shot's frames lie before the next shot's start by at least this (seconds): a sample exactly at
+# a cut shows the new shot.
+_CUT_MARGIN = 1e-4
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One shot of a video (the whole video when the manifest lists no shots), as frames at `fps`.
+
+    start: seconds after the video's first frame; first: its first frame index at the native rate;
+    length: frames it yields at fps (native rate when fps <= 0)."""
+    entry: ManifestEntry
+    start: float
+    first: int
+    length: int
+
+
+def segments(entry: ManifestEntry, fps: float) -> list[Segment]:
+    """The video's shots (or the whole video) with the frames each yields at fps."""
+    starts = [0.0] + list(entry.shots)
+    ends = list(entry.shots) + [None]
+    out = []
+    for a, b in zip(starts, ends):
+        first = math.ceil(a * entry.fps - 1e-6)
+        stop = entry.num_frames if b is None else min(entry.num_frames, math.ceil(b * entry.fps - 1e-6))
+        if fps <= 0:
+            length = stop - first
+        else:
+            last = (entry.num_frames - 1) / entry.fps if b is None else b - _CUT_MARGIN
+            length = 1 + math.floor((last - a) * fps + 1e-6) if last >= a else 0
+        out.append(Segment(entry, a, first, max(length, 0)))
+    return out
 
 
 def resize_crop(frames: np.ndarray, height: int, width: int, random_crop: bool, rng: np.random.Generator) -> torch.Tensor:
@@ -107,67 +134,86 @@ def files_present(entries: Sequence[ManifestEntry], manifest: Path, max_fraction
 
 
 class ManifestDataset(torch.utils.data.Dataset):
-    """Clips from the videos of a manifest, resampled to `fps` by timestamps, resized and cropped."""
+    """Clips from the videos of a manifest, resampled to `fps` by timestamps, resized and cropped.
+
+    Its items are segments: each shot of a video whose manifest entry lists shots, else the
+    whole video. A clip never crosses a shot's end."""
 
     def __init__(self, entries: Sequence[ManifestEntry], manifest_path: str | Path, cfg):
         self.cfg = cfg
         self.manifest_path = Path(manifest_path)
         entries = files_present(entries, self.manifest_path, cfg.max_failed_fraction)
-        fps = cfg.fps
-        shortest = min(cfg.frame_choices) if cfg.frame_choices else cfg.min_frames
         self.whole = getattr(cfg.clip_mode, "value", cfg.clip_mode) == "whole"
-        self.entries = [e for e in entries if frames_available(e, fps) >= shortest]
-        if len(self.entries) < len(entries):
-            log.warning("%d of %d videos are shorter than %d frames at fps=%s and are left out",
-                        len(entries) - len(self.entries), len(entries), shortest, fps or "native")
-        if self.whole:  # a whole video longer than the longest clip cannot be a clip
-            kept = [e for e in self.entries if frames_available(e, fps) <= cfg.max_frames]
-            if len(kept) < len(self.entries):
-                log.warning("data.clip_mode=whole: %d of %d videos are longer than data.max_frames=%d frames at "
-                            "fps=%s and are left out", len(self.entries) - len(kept), len(self.entries),
-                            cfg.max_frames, fps or "native")
-            self.entries = kept
-        if not self.entries:
-            raise UsageError(f"no video in {manifest_path} has {shortest} frames at fps={fps or 'native'}"
-                             f"{' and at most data.max_frames' if self.whole else ''}; "
-                             f"lower data.min_frames or data.fps{', or raise data.max_frames' if self.whole else ''}")
+        self.segments = self._usable([s for e in entries for s in segments(e, cfg.fps)], len(entries))
         self.failures = FailureCounter(cfg.max_failed_fraction)
 
+    def _usable(self, segs: list[Segment], num_videos: int) -> list[Segment]:
+        """Leave out (and count) the segments too short for a clip, or in whole mode too long for one."""
+        cfg, fps = self.cfg, self.cfg.fps or "native"
+        shortest = min(cfg.frame_choices) if cfg.frame_choices else cfg.min_frames
+        what = "videos" if len(segs) == num_videos else f"shots (of {num_videos} videos)"
+        kept = [s for s in segs if s.length >= shortest]
+        if len(kept) < len(segs):
+            log.warning("%d of %d %s are shorter than %d frames at fps=%s and are left out",
+                        len(segs) - len(kept), len(segs), what, shortest, fps)
+        if self.whole:  # a whole video or shot longer than the longest clip cannot be a clip
+            longer = [s for s in kept if s.length > cfg.max_frames]
+            if longer:
+                log.warning("data.clip_mode=whole: %d of %d %s are longer than data.max_frames=%d frames at "
+                            "fps=%s and are left out%s", len(longer), len(segs), what, cfg.max_frames, fps,
+                            "" if what != "videos" else " (list where their shots begin under \"shots\" in "
+                            "the manifest to keep them as shots)")
+                kept = [s for s in kept if s.length <= cfg.max_frames]
+        if not kept:
+            raise UsageError(f"no video or shot in {self.manifest_path} has {shortest} frames at fps={fps}"
+                             f"{' and at most data.max_frames' if self.whole else ''}; "
+                             f"lower data.min_frames or data.fps{', or raise data.max_frames' if self.whole else ''}")
+        return kept
+
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.segments)
 
     def frame_range(self, i: int) -> tuple[int, int]:
-        """The clip lengths video i allows: any window up to all of it, or (whole) exactly all of it."""
-        n = frames_available(self.entries[i], self.cfg.fps)
+        """The clip lengths segment i allows: any window up to all of it, or (whole) exactly all of it."""
+        n = self.segments[i].length
         return (n, n) if self.whole else (1, n)
 
+    def source(self, i: int) -> str:
+        """The file segment i comes from (and the shot's start, where the video has shots)."""
+        seg = self.segments[i]
+        return seg.entry.path + (f"@{seg.start:g}s" if seg.entry.shots else "")
+
     def __getitem__(self, req: ClipRequest) -> Clip | None:
-        entry = self.entries[req.index]
-        path = resolve(self.manifest_path, entry.path)
+        seg = self.segments[req.index]
+        path = resolve(self.manifest_path, seg.entry.path)
         rng = np.random.default_rng(req.seed)
         try:
-            frames, fps = self._read(path, entry, req.num_frames, rng)
+            frames, fps = self._read(path, seg, req.num_frames, rng)
         except VideoReadError as e:
             self.failures.failed(e)
             return None
         self.failures.ok()
         x = resize_crop(frames, self.cfg.height, self.cfg.width, self.cfg.crop.value == "random", rng)
-        return Clip(frames=x, label=entry.label, fps=fps, source=str(path), seed=req.seed)
+        source = str(path) + (f"@{seg.start:g}s" if seg.entry.shots else "")
+        return Clip(frames=x, label=seg.entry.label, fps=fps, source=source, seed=req.seed)
 
-    def _read(self, path: Path, entry: ManifestEntry, n: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    def _read(self, path: Path, seg: Segment, n: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         backend = getattr(self.cfg.reader, "value", self.cfg.reader)
+        offset = 0 if self.whole else int(rng.integers(seg.length - n + 1))  # frames into the segment
         with open_video(path, backend) as reader:
             if self.cfg.fps <= 0:
                 total = reader.info.num_frames
-                if total < n:
-                    raise VideoReadError(str(path), f"has {total} frames, the manifest promised {entry.num_frames}")
-                start = 0 if self.whole else int(rng.integers(total - n + 1))
-                return reader.read(range(start, start + n)), entry.fps
+                if total < seg.first + seg.length:
+                    raise VideoReadError(str(path), f"has {total} frames, the manifest promised {seg.entry.num_frames}")
+                start = seg.first + offset
+                return reader.read(range(start, start + n)), seg.entry.fps
             ts = reader.timestamps()
-            slack = (ts[-1] - ts[0]) - (n - 1) / self.cfg.fps
-            if slack < -1e-6:
-                raise VideoReadError(str(path), f"spans {ts[-1] - ts[0]:.3f} s, too short for {n} frames at {self.cfg.fps} fps")
-            start = ts[0] + (0.0 if self.whole else rng.uniform(0, max(slack, 0.0)))
+            if (ts[-1] - ts[0]) - seg.start - (seg.length - 1) / self.cfg.fps < -1e-6:
+                raise VideoReadError(str(path), f"spans {ts[-1] - ts[0]:.3f} s, too short for {seg.length} frames "
+                                                f"at {self.cfg.fps} fps from {seg.start:g} s")
+            # a random sub-frame phase too, so windows do not always sample the same source frames
+            phase = 0.0 if self.whole or offset == seg.length - n else rng.uniform(0, 1 / self.cfg.fps)
+            start = ts[0] + seg.start + (offset + phase) / self.cfg.fps
             return reader.read_at(resample_times(start, n, self.cfg.fps)), self.cfg.fps
 
 

@@ -26,6 +26,16 @@ class ManifestEntry:
     size: int = 0  # bytes, with mtime: how `flowvid data index` knows a file is unchanged
     mtime: float = 0.0
     label: int = -1  # class, -1 = none
+    # seconds after the first frame at which a new shot begins (the first shot begins at 0);
+    # whole clips and windows never cross a shot's end
+    shots: list[float] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        s = self.shots
+        if not isinstance(s, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s):
+            raise ValueError(f"shots must be a list of seconds, got {s!r}")
+        if any(not a < b for a, b in zip([0.0] + s, s)) or (s and s[-1] >= self.duration):
+            raise ValueError(f"shots must rise strictly within (0, duration={self.duration}) s, got {s}")
 
 
 @dataclass

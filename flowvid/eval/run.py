@@ -202,7 +202,7 @@ def _manifest_clips(cfg, num: int) -> ClipSet:
         n = lengths.draw(*ds.frame_range(i), np.random.default_rng(i))
         clip = ds[ClipRequest(index=i, num_frames=n, seed=i)] if n else None
         if clip is None:
-            raise UsageError(f"could not read {n} frames of {ds.entries[i].path} (listed in {path}); "
+            raise UsageError(f"could not read {n} frames of {ds.source(i)} (listed in {path}); "
                              "re-run `flowvid data index`")
         clips.append(to_uint8(clip.frames).numpy())
         sources.append(clip.source)

@@ -6,7 +6,7 @@ import torch
 
 from flowvid.config import load_config
 from flowvid.data.clips import ClipRequest, collate_clips
-from flowvid.data.datasets import ManifestDataset, frames_available, resample_times, resize_crop
+from flowvid.data.datasets import ManifestDataset, resample_times, resize_crop, segments
 from flowvid.data.manifest import ManifestEntry, read_manifest, write_jsonl
 from flowvid.data.readers import probe
 from flowvid.errors import UsageError
@@ -19,12 +19,13 @@ def data_cfg(*overrides):
                                              "data.width=64", "data.crop=center", *overrides]).data
 
 
-def manifest_for(tmp_path, files, labels=None):
+def manifest_for(tmp_path, files, labels=None, shots=None):
     entries = []
     for i, f in enumerate(files):
         info = probe(f)
         entries.append(ManifestEntry(f.name, info.num_frames, info.fps, info.width, info.height, info.duration,
-                                     info.codec, label=-1 if labels is None else labels[i]))
+                                     info.codec, label=-1 if labels is None else labels[i],
+                                     shots=[] if shots is None else shots[i]))
     write_jsonl(tmp_path / "m.jsonl", entries)
     return tmp_path / "m.jsonl"
 
@@ -36,7 +37,11 @@ def decoded_ids(clip):
 
 def test_frames_available_and_sample_times():
     e = ManifestEntry("x", num_frames=48, fps=24.0, width=64, height=48, duration=2.0, codec="h264")
-    assert frames_available(e, 0) == 48 and frames_available(e, 12) == 24 and frames_available(e, 8) == 16
+    assert [segments(e, fps)[0].length for fps in (0, 12, 8)] == [48, 24, 16]
+    shot = ManifestEntry("x", num_frames=48, fps=24.0, width=64, height=48, duration=2.0, codec="h264",
+                         shots=[0.5, 1.0])  # cuts at frames 12 and 24
+    assert [(s.first, s.length) for s in segments(shot, 0)] == [(0, 12), (12, 12), (24, 24)]
+    assert [(s.first, s.length) for s in segments(shot, 12)] == [(0, 6), (12, 6), (24, 12)]
     np.testing.assert_allclose(resample_times(0.5, 4, 10.0), [0.5, 0.6, 0.7, 0.8])
 
 
@@ -125,3 +130,33 @@ def test_whole_videos_go_to_batches_at_their_lengths(tmp_path):
                                       17 * 64, shuffle=True, seed=0)
     lengths = sorted(r.num_frames for batch in sampler for r in batch)
     assert lengths == [9, 13, 16]
+
+
+@pytest.mark.parametrize("fps", [0, 12])
+def test_shots_are_whole_clips_and_windows_stay_inside_them(tmp_path, caplog, fps):
+    """A video that lists where its shots begin gives one clip per shot (whole) or windows within one."""
+    files = [make_video(tmp_path / "a.mp4", num_frames=48, fps=24), make_video(tmp_path / "b.mp4", num_frames=40, fps=24)]
+    m = manifest_for(tmp_path, files, shots=[[0.5, 1.25], []])  # a: cuts at frames 12 and 30
+    step = 1 if fps == 0 else 2
+    with caplog.at_level(logging.WARNING):
+        ds = ManifestDataset(read_manifest(m), m, data_cfg("data.clip_mode=whole", f"data.fps={fps}",
+                                                           "data.min_frames=2", "data.max_frames=18"))
+    shots = [range(0, 12, step), range(12, 30, step), range(30, 48, step)]  # b (40 frames) is too long whole
+    assert [ds.frame_range(i)[0] for i in range(len(ds))] == [len(r) for r in shots]
+    assert "1 of 4 shots (of 2 videos) are longer than data.max_frames=18" in caplog.text
+    for i, r in enumerate(shots):
+        assert decoded_ids(ds[ClipRequest(i, len(r), 0)]).tolist() == list(r)
+    ds = ManifestDataset(read_manifest(m), m, data_cfg(f"data.fps={fps}", "data.min_frames=2", "data.max_frames=18"))
+    assert len(ds) == 4
+    for seed in range(20):
+        ids = decoded_ids(ds[ClipRequest(1, 4, seed)])
+        assert 12 <= ids[0] and ids[-1] < 30 and (np.diff(ids) == step).all(), ids
+
+
+@pytest.mark.parametrize("shots", ["[0.0]", "[1.0, 0.5]", "[2.5]", '"1.0"'])
+def test_bad_shots_name_the_line(tmp_path, shots):
+    line = ('{"path": "a.mp4", "num_frames": 48, "fps": 24.0, "width": 64, "height": 48, "duration": 2.0, '
+            f'"codec": "h264", "shots": {shots}}}')
+    (tmp_path / "m.jsonl").write_text(line + "\n")
+    with pytest.raises(UsageError, match=r"m.jsonl:1: not a ManifestEntry line \(shots must"):
+        read_manifest(tmp_path / "m.jsonl")

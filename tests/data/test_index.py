@@ -56,6 +56,19 @@ def test_rerun_probes_only_new_or_changed_files(video_tree, tmp_path):
     assert {e.path.split("/")[-1]: e.num_frames for e in read_manifest(out)}["a.mp4"] == 10
 
 
+def test_rerun_keeps_the_shots_written_into_the_manifest(video_tree, tmp_path):
+    out = tmp_path / "manifest.jsonl"
+    index_videos(video_tree, out, workers=1)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for row in rows:
+        row["shots"] = {"a.mp4": [0.25, 0.75], "b.avi": [0.5]}.get(row["path"].split("/")[-1], [])
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    make_video(video_tree / "cats" / "a.mp4", num_frames=10, seed=3)  # changed: re-probed, 0.42 s long
+    index_videos(video_tree, out, workers=1)
+    shots = {e.path.split("/")[-1]: e.shots for e in read_manifest(out)}
+    assert shots["a.mp4"] == [0.25] and shots["b.avi"] == [0.5]
+
+
 def test_cli_index_and_synth(tmp_path, capsys):
     assert main(["data", "synth", "balls", "-o", str(tmp_path / "balls"), "--num", "5", "--size", "32",
                  "--frames", "6", "9"]) == 0
