@@ -50,6 +50,16 @@ class RateLink(str, Enum):
     exp = "exp"
 
 
+class ModelKind(str, Enum):
+    flow = "flow"  # the spatiotemporal transformer (section model), trained on the flow path
+    autoencoder = "autoencoder"  # a video autoencoder (section autoencoder), trained to reconstruct
+
+
+class Bottleneck(str, Enum):
+    kl = "kl"  # a diagonal Gaussian per latent value, with a KL penalty (Stable Diffusion's VAE)
+    plain = "plain"  # deterministic latents
+
+
 class AttentionBackend(str, Enum):
     sdpa = "sdpa"
     xformers = "xformers"
@@ -75,6 +85,41 @@ class TimeConfig:
             yield "scale", f"must be > 0, got {self.scale}"
         if not 0.0 <= self.insertion_phase_weight <= 1.0:
             yield "insertion_phase_weight", f"must be in [0, 1], got {self.insertion_phase_weight}"
+
+
+@dataclass
+class AutoencoderConfig:
+    """A video autoencoder: per-frame encoder, multi-scale decoder with causal temporal layers."""
+
+    in_channels: int = 3
+    latent_channels: int = 4
+    downsample: int = 4  # spatial factor, a power of two >= 4 (the decoder's coarsest output is 1/4)
+    channels: List[int] = field(default_factory=lambda: [32, 64, 64])  # per level, full resolution first
+    blocks: int = 1  # residual blocks per level
+    temporal_kernel: int = 3  # frames each causal temporal layer sees (itself and the ones before)
+    bottleneck: Bottleneck = Bottleneck.kl
+    kl_weight: float = 1.0e-6
+    scale_weights: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # L1 at 1/4, 1/2, full
+    ssim_weight: float = 0.2  # (1 - SSIM) at full resolution
+
+    @property
+    def levels(self) -> int:
+        return int(math.log2(self.downsample)) if self.downsample >= 1 else 0
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        d = self.downsample
+        if d < 4 or d & (d - 1):
+            yield "downsample", f"must be a power of two >= 4 (4 or 8 are usual), got {d}"
+        elif len(self.channels) != self.levels + 1 or any(c < 8 or c % 8 for c in self.channels):
+            yield "channels", (f"needs log2(downsample) + 1 = {self.levels + 1} widths, each a multiple of 8 (group "
+                               f"norm), full resolution first; got {list(self.channels)}")
+        if self.in_channels < 1 or self.latent_channels < 1 or self.blocks < 1 or self.temporal_kernel < 1:
+            yield "latent_channels", "in_channels, latent_channels, blocks and temporal_kernel must be >= 1"
+        if len(self.scale_weights) != 3 or any(w < 0 for w in self.scale_weights) or self.scale_weights[-1] <= 0:
+            yield "scale_weights", (f"are three weights >= 0 for the 1/4, 1/2 and full-resolution outputs, the last "
+                                    f"> 0; got {list(self.scale_weights)}")
+        if self.kl_weight < 0 or self.ssim_weight < 0:
+            yield "kl_weight", f"kl_weight and ssim_weight must be >= 0, got {self.kl_weight}, {self.ssim_weight}"
 
 
 @dataclass
@@ -129,6 +174,9 @@ class ModelConfig:
     num_classes: int = 0  # 0 = unconditional; otherwise a null label is added for guidance
     rate_link: RateLink = RateLink.softplus  # lambda = softplus(head) or exp(head)
     qk_norm: bool = True
+    # each frame's conditioning also embeds its clip's number of frames: softmax attention averages
+    # and cannot count, and the insertion rate needs the count (how many frames are still missing)
+    length_embedding: bool = True
     rope_theta: float = 10000.0
     grad_checkpointing: bool = False
     attention: AttentionConfig = field(default_factory=AttentionConfig)
@@ -345,7 +393,9 @@ class Config:
     """One whole experiment."""
 
     seed: int = 0
+    kind: ModelKind = ModelKind.flow  # what `flowvid train` trains: the flow model or an autoencoder
     model: ModelConfig = field(default_factory=ModelConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     path: PathConfig = field(default_factory=PathConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -362,6 +412,15 @@ def check_data_fits_model(cfg: Config) -> None:
     Checked where data meets the model (training), not at load time: tools such as
     `flowvid model-info` read a model section alone."""
     d, m = cfg.data, cfg.model
+    if cfg.kind == ModelKind.autoencoder:
+        a = cfg.autoencoder
+        if d.source == DataSource.latents or a.in_channels != 3:
+            raise ConfigError("config key 'data.source' must give RGB frames to train an autoencoder (synthetic or "
+                              f"manifest, autoencoder.in_channels=3); got {d.source.value}, {a.in_channels} channels")
+        if d.height % a.downsample or d.width % a.downsample:
+            raise ConfigError(f"config key 'data.height' must make frames whose sides are multiples of "
+                              f"autoencoder.downsample={a.downsample}; got {d.height}x{d.width}")
+        return
     if d.source != DataSource.latents and (d.height, d.width, 3) != (m.height, m.width, m.in_channels):
         raise ConfigError(f"config key 'data.height' must match the model: data frames {d.height}x{d.width}x3, "
                           f"model input {m.height}x{m.width}x{m.in_channels} (model.height, model.width, model.in_channels)")

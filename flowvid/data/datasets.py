@@ -227,7 +227,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
             raise UsageError(f"synthetic clips are square; got data.height={cfg.height}, data.width={cfg.width}")
         fps = cfg.fps if cfg.fps > 0 else 8.0
         self.family = make_synthetic(kind, num_clips=num_clips, size=cfg.height,
-                                     frames=(cfg.min_frames, cfg.max_frames), fps=fps, seed=seed)
+                                     frames=(cfg.min_frames, cfg.max_frames), fps=fps, seed=seed,
+                                     frame_choices=tuple(cfg.frame_choices))
         self.kind = kind
 
     def __len__(self) -> int:

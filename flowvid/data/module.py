@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from flowvid.config import Config, check_data_fits_model
+from flowvid.config import Config, ModelKind, check_data_fits_model
 from flowvid.data.batching import ClipLengths, TokenBudgetBatchSampler
 from flowvid.data.clips import PackedClips, collate_clips
 from flowvid.data.datasets import VAL_SEED_OFFSET, ManifestDataset, SyntheticDataset
@@ -18,7 +18,11 @@ from flowvid.errors import UsageError
 
 
 def tokens_per_frame(cfg: Config) -> int:
-    """Tokens the model spends on one frame: patches plus the frame token."""
+    """Tokens the model spends on one frame: patches plus the frame token (an autoencoder: its
+    latent positions, (H / downsample) x (W / downsample))."""
+    if cfg.kind == ModelKind.autoencoder:
+        f = cfg.autoencoder.downsample
+        return (cfg.data.height // f) * (cfg.data.width // f)
     m = cfg.model
     return (m.height // m.patch_size) * (m.width // m.patch_size) + 1
 

@@ -106,10 +106,12 @@ class SyntheticVideo(Dataset):
 
     num_classes: int
 
-    def __init__(self, num_clips: int, size: int, frames, fps: float, seed: int):
+    def __init__(self, num_clips: int, size: int, frames, fps: float, seed: int, frame_choices=()):
         self.num_clips = _check_int("num_clips", num_clips, 1)
         self.size = _check_int("size", size, 8)
         self.frames = _int_range("frames", frames, 1)
+        # lengths drawn from this set instead of the range (a toy of a few distinct lengths)
+        self.frame_choices = tuple(_check_int("frame_choices", n, 1) for n in frame_choices)
         self.fps = _check_positive("fps", fps)
         self.seed = _check_int("seed", seed, 0)
 
@@ -144,11 +146,14 @@ class SyntheticVideo(Dataset):
 
     def _draw_length(self, rng: np.random.Generator) -> int:
         # Always the first draw of a clip's stream, so num_frames(i) == len(ds[i].frames).
+        if self.frame_choices:
+            return int(self.frame_choices[rng.integers(len(self.frame_choices))])
         return int(rng.integers(self.frames[0], self.frames[1], endpoint=True))
 
     def _describe_common(self) -> str:
         lo, hi = self.frames
-        return f"{self.num_clips} clips, {self.size}x{self.size}, {lo}-{hi} frames @ {self.fps:g} fps, seed {self.seed}"
+        lengths = "/".join(map(str, self.frame_choices)) if self.frame_choices else f"{lo}-{hi}"
+        return f"{self.num_clips} clips, {self.size}x{self.size}, {lengths} frames @ {self.fps:g} fps, seed {self.seed}"
 
 
 # ---------------------------------------------------------------- rendering helpers
@@ -222,8 +227,8 @@ class BouncingBalls(SyntheticVideo):
     """
 
     def __init__(self, num_clips: int = 1000, size: int = 32, frames=(8, 16), num_balls=(1, 3),
-                 radius=(0.08, 0.16), speed=(0.02, 0.08), fps: float = 8.0, seed: int = 0):
-        super().__init__(num_clips, size, frames, fps, seed)
+                 radius=(0.08, 0.16), speed=(0.02, 0.08), fps: float = 8.0, seed: int = 0, frame_choices=()):
+        super().__init__(num_clips, size, frames, fps, seed, frame_choices)
         self.num_balls = _int_range("num_balls", num_balls, 1)
         self.radius = _float_range("radius", radius, "0 < lo <= hi < 0.5 (fraction of the frame side)",
                                    lambda lo, hi: lo > 0 and hi < 0.5)
@@ -366,8 +371,8 @@ class PanZoomTextures(SyntheticVideo):
     num_classes = len(MOTIONS)
 
     def __init__(self, num_clips: int = 1000, size: int = 32, frames=(8, 16), fps: float = 8.0, seed: int = 0,
-                 texture_scale: int = 4, pan_speed=(0.005, 0.02), zoom_rate=(1.02, 1.06)):
-        super().__init__(num_clips, size, frames, fps, seed)
+                 texture_scale: int = 4, pan_speed=(0.005, 0.02), zoom_rate=(1.02, 1.06), frame_choices=()):
+        super().__init__(num_clips, size, frames, fps, seed, frame_choices)
         self.texture_scale = _check_int("texture_scale", texture_scale, 3)
         self.pan_speed = _float_range("pan_speed", pan_speed, "0 < lo <= hi (big-image sides per frame)",
                                       lambda lo, hi: lo > 0)

@@ -49,26 +49,31 @@ def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torc
 
 
 def ssim_frames(pred, ref) -> np.ndarray:
-    """(F,) SSIM_f: the mean over channels and valid window positions of
-
-    SSIM = (2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2)),
-    with Gaussian-weighted local means mu, variances s^2 and covariance s_xy, C1 = (0.01 * 255)^2,
-    C2 = (0.03 * 255)^2.
-    """
+    """(F,) SSIM_f: the mean over channels and valid window positions of ssim_map."""
     x, y = _pair(pred, ref)
     f, h, w, c = x.shape
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
         raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {w}x{h}")
-    x = x.permute(0, 3, 1, 2).reshape(f * c, 1, h, w)  # (F*3, 1, H, W): each channel alone
-    y = y.permute(0, 3, 1, 2).reshape(f * c, 1, h, w)  # (F*3, 1, H, W)
-    win = _gaussian_window()
+    s = ssim_map(x.permute(0, 3, 1, 2), y.permute(0, 3, 1, 2), PEAK)  # (F, 3, H', W')
+    return s.reshape(f, -1).mean(dim=1).numpy()  # (F,)
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, peak: float) -> torch.Tensor:
+    """(N, C, H', W') SSIM at each valid window position of each channel, differentiable:
+
+    SSIM = (2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2)),
+    with Gaussian-weighted local means mu, variances s^2 and covariance s_xy, C1 = (0.01 peak)^2,
+    C2 = (0.03 peak)^2; x, y float (N, C, H, W) with values in [0, peak]."""
+    n, c, h, w = x.shape
+    x, y = x.reshape(n * c, 1, h, w), y.reshape(n * c, 1, h, w)  # (N*C, 1, H, W): each channel alone
+    win = _gaussian_window().to(x)
     mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)
     var_x = F.conv2d(x * x, win) - mu_x**2
     var_y = F.conv2d(y * y, win) - mu_y**2
     cov = F.conv2d(x * y, win) - mu_x * mu_y
-    c1, c2 = (SSIM_K1 * PEAK) ** 2, (SSIM_K2 * PEAK) ** 2
+    c1, c2 = (SSIM_K1 * peak) ** 2, (SSIM_K2 * peak) ** 2
     s = (2 * mu_x * mu_y + c1) * (2 * cov + c2) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return s.reshape(f, -1).mean(dim=1).numpy()  # (F,)
+    return s.reshape(n, c, *s.shape[-2:])
 
 
 def ssim(pred, ref) -> float:

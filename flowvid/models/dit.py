@@ -122,6 +122,7 @@ class SpatioTemporalDiT(nn.Module):
         self.frame_token = nn.Parameter(torch.zeros(1, 1, d))
         self.time_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.flag_embed = nn.Embedding(self.NUM_FLAGS, d)
+        self.length_embed = nn.Linear(256, d) if cfg.length_embedding else None
         # one extra row: the null label for classifier-free guidance
         self.label_embed = nn.Embedding(cfg.num_classes + 1, d) if cfg.num_classes else None
         self.rope = Rope3D(d // cfg.heads, cfg.rope_theta)
@@ -145,6 +146,8 @@ class SpatioTemporalDiT(nn.Module):
         nn.init.normal_(self.frame_token, std=0.02)
         nn.init.normal_(self.time_mlp[0].weight, std=0.02)
         nn.init.normal_(self.time_mlp[2].weight, std=0.02)
+        if self.length_embed is not None:
+            nn.init.normal_(self.length_embed.weight, std=0.02)
         # adaLN-Zero: every block starts as the identity and the velocity as exactly zero.
         for layer in [blk.ada for blk in self.blocks] + [self.final_ada, self.final]:
             nn.init.zeros_(layer.weight)
@@ -162,13 +165,19 @@ class SpatioTemporalDiT(nn.Module):
         return torch.cat([centre, torch.stack([rows.flatten(), cols.flatten()], 1).float()])
 
     def conditioning(self, t: Tensor, context: Tensor, passive: Tensor, label: Tensor | None,
-                     cu: list[int]) -> Tensor:
+                     cu: list[int], valid: Tensor | None = None) -> Tensor:
         """(M, D) per-frame conditioning, already through SiLU (shared by every adaLN layer)."""
         c = self.time_mlp(timestep_features(t).to(self.frame_token.dtype))
         c = c + self.flag_embed(context.long() + passive.long())
+        lengths = torch.tensor([b - a for a, b in zip(cu, cu[1:])])
+        frame_clip = to_device(torch.repeat_interleave(torch.arange(len(lengths)), lengths), t.device)  # (M,)
+        if self.length_embed is not None:  # sinusoidal features of the clip's frame count m: angles m * freq
+            if valid is None:
+                counts = to_device(lengths.float(), t.device)  # (B,)
+            else:  # padded clips: their valid frames only
+                counts = torch.zeros(len(lengths), device=t.device).index_add_(0, frame_clip, valid.float())
+            c = c + self.length_embed(timestep_features(counts[frame_clip] / 1000.0).to(c.dtype))
         if self.label_embed is not None:
-            lengths = torch.tensor([b - a for a, b in zip(cu, cu[1:])])
-            frame_clip = to_device(torch.repeat_interleave(torch.arange(len(lengths)), lengths), t.device)  # (M,)
             null = torch.full((len(lengths),), self.cfg.num_classes, device=t.device)
             label = null if label is None else torch.where(label < 0, self.cfg.num_classes, label)
             c = c + self.label_embed(label[frame_clip])
@@ -196,7 +205,7 @@ class SpatioTemporalDiT(nn.Module):
         p = self.cfg.patch_size
         patches = rearrange(x, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p)  # (M, N, p*p*C)
         h = torch.cat([self.frame_token.expand(m, 1, -1), self.patch(patches)], dim=1)  # (M, N+1, D)
-        c = self.conditioning(t, context, passive, label, cu)
+        c = self.conditioning(t, context, passive, label, cu, valid)
         n1 = self.tokens_per_frame
         coords = torch.cat([position.repeat_interleave(n1)[:, None].float(), self.spatial.repeat(m, 1)], 1)  # (T, 3)
         cos, sin = self.rope.angles(coords)

@@ -33,6 +33,7 @@ def count_parameters(cfg) -> int:
              + (2 * (d // cfg.heads) if cfg.qk_norm else 0))
     embed = linear(ppc, d) + d + linear(TIME_FEATURES, d) + linear(d, d) + SpatioTemporalDiT.NUM_FLAGS * d
     labels = (cfg.num_classes + 1) * d if cfg.num_classes else 0
+    labels += linear(TIME_FEATURES, d) if cfg.length_embedding else 0
     heads = linear(d, 2 * d) + linear(d, ppc) + 2 * d + linear(d, d) + linear(d, 1)
     return embed + labels + cfg.depth * block + heads
 
@@ -43,13 +44,19 @@ TRAINING_BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two Adam moments a
 def check_model_fits(cfg, device: str | torch.device, training: bool) -> None:
     """Refuse, in one line, a network whose weights (and, to train, gradients, Adam moments and EMA)
     exceed the device's whole memory: it could only end in an allocator error later."""
-    n, device = count_parameters(cfg), torch.device(device)
+    check_parameters_fit(count_parameters(cfg), device, training, f"dim {cfg.dim}, depth {cfg.depth}",
+                         "lower model.dim or model.depth")
+
+
+def check_parameters_fit(n: int, device: str | torch.device, training: bool, what: str, advice: str) -> None:
+    """check_model_fits for any network of n parameters (`what` describes it, `advice` says what to lower)."""
+    device = torch.device(device)
     need = n * (TRAINING_BYTES_PER_PARAMETER if training else 4)
     have = device_memory(device)
     if need > have:
-        raise UsageError(f"the model has {n:.3g} parameters (dim {cfg.dim}, depth {cfg.depth}), which need "
+        raise UsageError(f"the model has {n:.3g} parameters ({what}), which need "
                          f"{need / 2**30:,.1f} GiB {'to train' if training else 'of weights'}; the {device.type} "
-                         f"has {have / 2**30:,.1f} GiB in all: lower model.dim or model.depth")
+                         f"has {have / 2**30:,.1f} GiB in all: {advice}")
 
 
 def device_memory(device: torch.device) -> int:
@@ -74,6 +81,7 @@ def forward_flops(cfg, num_frames: int) -> int:
     hidden = int(d * cfg.mlp_ratio)
     per_frame = 2 * n * (p * p * c) * d  # patch embedding
     per_frame += 2 * (TIME_FEATURES * d + d * d)  # time MLP
+    per_frame += 2 * TIME_FEATURES * d if cfg.length_embedding else 0  # frame-count embedding
     per_block = 2 * 6 * d * d + 2 * n1 * (3 * d * d + d * d + 2 * d * hidden)  # adaLN, qkv, proj, MLP
     per_frame += cfg.depth * per_block
     per_frame += 2 * 2 * d * d + 2 * n * d * (p * p * c)  # final adaLN and projection

@@ -38,9 +38,9 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def resolve_resume(run_dir: str | Path, resume: str | None, model: Any, sharded: bool = False) -> Path | None:
+def resolve_resume(run_dir: str | Path, resume: str | None, cfg: Any, sharded: bool = False) -> Path | None:
     """None (start fresh), 'auto' (the run's newest checkpoint if there is one) or a checkpoint path.
-    A file that is not a flowvid checkpoint, one of another network than `model` (a ModelConfig), or
+    A file that is not a flowvid checkpoint, one of another network than `cfg` describes, or
     one FSDP cannot resume (`sharded`), fails here, before anything is written; so does starting
     fresh in a run folder that holds checkpoints, which would overwrite its last.ckpt and logs."""
     if resume is None:
@@ -55,17 +55,17 @@ def resolve_resume(run_dir: str | Path, resume: str | None, model: Any, sharded:
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path} (expected a .ckpt file or --resume auto)")
     ckpt = open_checkpoint(path)
-    check_same_model(path, ckpt, model)
+    check_same_model(path, ckpt, cfg)
     if sharded:
         check_fsdp_can_resume(path, ckpt)
     return path
 
 
-def check_same_model(path: Path, ckpt: dict, model: Any) -> None:
+def check_same_model(path: Path, ckpt: dict, cfg: Any) -> None:
     """The checkpoint's weights must fit the configured network (names and shapes); settings that
     leave the weights alone (attention backend, gradient checkpointing) may change on resume."""
     saved = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    check_weights_fit(path, saved, model, "resume with the checkpoint's model settings or start a new run folder")
+    check_weights_fit(path, saved, cfg, "resume with the checkpoint's model settings or start a new run folder")
 
 
 def check_fsdp_can_resume(path: Path, ckpt: dict) -> None:

@@ -13,11 +13,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from flowvid.config import Config, config_from_yaml, load_config, to_yaml
+from torch import nn
+
+from flowvid.config import Config, ModelKind, config_from_yaml, load_config, to_yaml
 from flowvid.errors import UsageError
 from flowvid.io import check_writable, output_set
 from flowvid.models import SpatioTemporalDiT
-from flowvid.models.flops import check_model_fits
+from flowvid.models.flops import check_model_fits, check_parameters_fit
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 
@@ -56,23 +58,54 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
+def network(cfg: Config) -> nn.Module:
+    """The network a config trains: the flow model (kind: flow) or the autoencoder (kind: autoencoder)."""
+    if cfg.kind == ModelKind.autoencoder:
+        from flowvid.autoencoders import VideoAutoencoder
+
+        return VideoAutoencoder(cfg.autoencoder)
+    return SpatioTemporalDiT(cfg.model)
+
+
+def check_network_fits(cfg: Config, device: str | torch.device, training: bool) -> None:
+    """The configured network's weights (and, to train, their optimizer state) fit the device."""
+    if cfg.kind == ModelKind.flow:
+        return check_model_fits(cfg.model, device, training)
+    with torch.device("meta"):  # shapes only, no memory
+        n = sum(p.numel() for p in network(cfg).parameters())
+    check_parameters_fit(n, device, training, f"autoencoder channels {list(cfg.autoencoder.channels)}",
+                         "lower autoencoder.channels")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SpatioTemporalDiT, Config]:
-    """The EMA model (eval mode) and its config, from an export folder or a .ckpt file."""
+    """The EMA flow model (eval mode) and its config, from an export folder or a .ckpt file."""
+    return _load(path, device, ModelKind.flow)
+
+
+def load_autoencoder(path: str | Path, device: str | torch.device = "cpu"):
+    """The EMA autoencoder (eval mode) and its config, from an export folder or a .ckpt file."""
+    return _load(path, device, ModelKind.autoencoder)
+
+
+def _load(path: str | Path, device: str | torch.device, kind: ModelKind) -> tuple[nn.Module, Config]:
     cfg, weights = read_weights(path)
-    check_model_fits(cfg.model, device, training=False)
-    check_weights_fit(path, weights, cfg.model, "the weights and the config must come from one run: "
+    if cfg.kind != kind:
+        raise UsageError(f"{path} holds a model of kind {cfg.kind.value}; this takes kind {kind.value} (a "
+                         f"{'flow model, as the sampling tools do' if kind == ModelKind.flow else 'video autoencoder'})")
+    check_network_fits(cfg, device, training=False)
+    check_weights_fit(path, weights, cfg, "the weights and the config must come from one run: "
                       "export its checkpoint again with `flowvid export`")
-    model = SpatioTemporalDiT(cfg.model)
+    model = network(cfg)
     model.load_state_dict(weights)
     return model.to(device).eval(), cfg
 
 
-def check_weights_fit(path: str | Path, weights: dict, model: Any, advice: str) -> None:
-    """`weights` (name -> tensor) must be those of the network a ModelConfig describes, name for
-    name and shape for shape; otherwise one line naming the first differences and `advice`."""
+def check_weights_fit(path: str | Path, weights: dict, cfg: Config, advice: str) -> None:
+    """`weights` (name -> tensor) must be those of the network cfg describes, name for name and
+    shape for shape; otherwise one line naming the first differences and `advice`."""
     saved = {k: tuple(v.shape) for k, v in weights.items()}
     with torch.device("meta"):  # shapes only, no memory
-        wanted = {k: tuple(v.shape) for k, v in SpatioTemporalDiT(model).state_dict().items()}
+        wanted = {k: tuple(v.shape) for k, v in network(cfg).state_dict().items()}
     wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
     if wrong:
         shown = ", ".join(f"{k}: {saved.get(k)} there, {wanted.get(k)} here" for k in wrong[:3])
@@ -95,6 +128,8 @@ def read_weights(path: str | Path) -> tuple[Config, dict[str, torch.Tensor]]:
         cfg, weights = read_checkpoint(path)
     else:
         raise UsageError(f"no model at {path} (expected an export folder or a .ckpt file)")
+    if cfg.kind == ModelKind.flow and cfg.model.length_embedding and "length_embed.weight" not in weights:
+        cfg.model.length_embedding = False  # written before the option existed, whose default is on
     return cfg, weights
 
 

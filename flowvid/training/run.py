@@ -22,15 +22,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from flowvid.config import Config, ConfigError, to_yaml
+from flowvid.config import Config, ConfigError, ModelKind, to_yaml
 from flowvid.data.module import VideoDataModule, tokens_per_frame
 from flowvid.errors import UsageError
 from flowvid.io import check_writable, write_errors
 from flowvid.models import count_parameters
 from flowvid.models.attention import CUDA_ONLY
-from flowvid.models.flops import check_model_fits
 from flowvid.training.checkpoint import AtomicCheckpointIO, checkpoint_dir, newest_checkpoint, resolve_resume
-from flowvid.training.export import check_weights_fit, open_checkpoint, read_weights
+from flowvid.training.export import check_network_fits, check_weights_fit, open_checkpoint, read_weights
 from flowvid.training.module import FlowceptionModule, TrainingStopped
 from flowvid.training.requeue import RunPaused, StopFlag, requeue_slurm_job
 
@@ -156,7 +155,7 @@ def build_trainer(cfg: Config, run_dir: Path, has_val: bool) -> L.Trainer:
     opts = dict(cfg.trainer)
     opts["strategy"] = strategy(cfg)
     on_gpu = trains_on_gpu(cfg)
-    backend = cfg.model.attention.backend.value
+    backend = cfg.model.attention.backend.value if cfg.kind == ModelKind.flow else "sdpa"  # convolutions only
     if backend == "flex" and not on_gpu:
         raise UsageError("attention backend 'flex' has no backward pass on CPU in torch; train on CPU with "
                          "model.attention.backend=sdpa (flex serves GPU training and CPU sampling)")
@@ -211,18 +210,34 @@ def initial_weights(cfg: Config) -> dict[str, torch.Tensor] | None:
     if not cfg.train.init_from:
         return None
     _, weights = read_weights(cfg.train.init_from)
-    check_weights_fit(cfg.train.init_from, weights, cfg.model,
+    check_weights_fit(cfg.train.init_from, weights, cfg,
                       "fine-tune with the model settings it was trained with (model.dim, depth, heads, ...)")
     return weights
 
 
-def run_summary(cfg: Config, run_dir: Path, trainer: L.Trainer) -> str:
+def training_module(cfg: Config) -> L.LightningModule:
+    """The LightningModule of the network the config names (cfg.kind)."""
+    if cfg.kind == ModelKind.autoencoder:
+        from flowvid.autoencoders.training import AutoencoderModule
+
+        return AutoencoderModule(cfg)
+    return FlowceptionModule(cfg)
+
+
+def run_summary(cfg: Config, run_dir: Path, trainer: L.Trainer, module: L.LightningModule) -> str:
     """One line on what trains where (Lightning's own table shows no FLOPs and is off by default)."""
-    m, accumulate = cfg.model, cfg.train.accumulate_grad_batches
-    return (f"training {count_parameters(m) / 1e6:.1f}M parameters (dim {m.dim}, depth {m.depth}, {m.heads} heads, "
-            f"{m.attention.backend.value} attention, {tokens_per_frame(cfg)} tokens a frame) on the "
-            f"{cfg.path.kind.value} path, "
-            f"{cfg.data.tokens_per_batch} tokens a batch{f' x {accumulate} a step' if accumulate > 1 else ''}, "
+    accumulate = cfg.train.accumulate_grad_batches
+    if cfg.kind == ModelKind.autoencoder:
+        a = cfg.autoencoder
+        what = (f"an autoencoder of {sum(p.numel() for p in module.model.parameters()) / 1e6:.1f}M parameters "
+                f"({a.downsample}x downsampling, {a.latent_channels} latent channels, {a.bottleneck.value} "
+                f"bottleneck), {cfg.data.tokens_per_batch} latent positions a batch")
+    else:
+        m = cfg.model
+        what = (f"{count_parameters(m) / 1e6:.1f}M parameters (dim {m.dim}, depth {m.depth}, {m.heads} heads, "
+                f"{m.attention.backend.value} attention, {tokens_per_frame(cfg)} tokens a frame) on the "
+                f"{cfg.path.kind.value} path, {cfg.data.tokens_per_batch} tokens a batch")
+    return (f"training {what}{f' x {accumulate} a step' if accumulate > 1 else ''}, "
             f"{trainer.world_size} device(s), precision {trainer.precision}; "
             f"logs: tensorboard --logdir {run_dir / 'logs'}")
 
@@ -288,8 +303,8 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     run_dir = Path(run_dir)
     # every check that can fail runs before anything is written
     check_writable(run_dir, "run folder")
-    check_model_fits(cfg.model, "cuda" if trains_on_gpu(cfg) else "cpu", training=True)
-    ckpt_path = resolve_resume(run_dir, resume, cfg.model, sharded=cfg.trainer.get("strategy") == "fsdp")
+    check_network_fits(cfg, "cuda" if trains_on_gpu(cfg) else "cpu", training=True)
+    ckpt_path = resolve_resume(run_dir, resume, cfg, sharded=cfg.trainer.get("strategy") == "fsdp")
     done = completed_step(cfg, ckpt_path, resume)
     if done is not None:
         return TrainResult(run_dir, ckpt_path, done, 0, None, 0.0, rank_zero_only.rank == 0, complete=True)
@@ -297,7 +312,7 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
     datamodule = VideoDataModule(cfg)
     datamodule.setup()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = FlowceptionModule(cfg)
+    module = training_module(cfg)
     if start is not None:
         module.model.load_state_dict(start)
         module.ema.load_state_dict(start)
@@ -309,7 +324,7 @@ def train(cfg: Config, run_dir: str | Path, resume: str | None = None) -> TrainR
         trainer = build_trainer(cfg, run_dir, has_val=datamodule.datasets["val"] is not None)
         if trainer.is_global_zero:
             write_config(run_dir, cfg)
-            log.info(run_summary(cfg, run_dir, trainer))
+            log.info(run_summary(cfg, run_dir, trainer, module))
         if ckpt_path:
             log.info("resuming from %s", ckpt_path)
         last = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))

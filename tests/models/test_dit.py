@@ -254,3 +254,15 @@ def test_compiled_blocks_follow_changing_layouts_without_recompiling_each():
         assert not torch.allclose(changed, compiled(*inputs).velocity)
         eager.load_state_dict(copied.state_dict())
         torch.testing.assert_close(changed, eager(*inputs).velocity, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_each_frame_knows_its_clips_frame_count(on):
+    """Softmax attention averages and cannot count: the clip's frame count enters every frame's
+    conditioning (model.length_embedding), counting the valid frames of a padded clip only."""
+    model = randomized(tiny_cfg(f"model.length_embedding={str(on).lower()}"))
+    t, flags = torch.full((8,), 0.5), torch.zeros(8, dtype=torch.bool)
+    c = model.conditioning(t, flags, flags, None, [0, 3, 8])  # clips of 3 and 5 frames
+    assert not torch.allclose(c[0], c[3]) if on else torch.allclose(c[0], c[3])
+    valid = torch.tensor([True] * 3 + [True] * 3 + [False] * 2)  # the second clip: 3 frames padded to 5
+    torch.testing.assert_close(model.conditioning(t, flags, flags, None, [0, 3, 8], valid)[3], c[0])

@@ -98,10 +98,10 @@ def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, 
     import lightning as L
     from torch._dynamo.utils import counters
 
-    from flowvid.training import module as training_module
+    from flowvid.training import base as training_module  # the step machinery: its reads of the device
 
-    finite_line = training_module.FlowceptionModule.finite_everywhere.__code__.co_firstlineno
-    sums_line = training_module.StepLog.means.__code__.co_firstlineno
+    finite_line = training_module.StepModule.finite_everywhere.__code__.co_firstlineno
+    sums_line = training_module.LossLog.means.__code__.co_firstlineno
 
     class Count(L.Callback):
         def __init__(self):
@@ -127,7 +127,7 @@ def test_a_training_step_waits_for_the_gpu_once(tmp_path, monkeypatch, backend, 
                 self.windows.append([(w.filename, w.lineno) for w in self._caught if "synchroniz" in str(w.message)])
             self._ctx = None
 
-    def where(reads, first_line):  # reads made inside the function starting at first_line (module.py)
+    def where(reads, first_line):  # reads made inside the function starting at first_line (base.py)
         return [r for r in reads if r[0] == training_module.__file__ and first_line < r[1] < first_line + 25]
 
     import flowvid.training.run as run_module

@@ -1,0 +1,118 @@
+"""The autoencoder's LightningModule: encode, sample the bottleneck, decode at every scale, reconstruction
+loss. The step machinery (manual step, EMA, non-finite skips, accumulation, resume position) is
+flowvid.training.base's, the same as the flow model's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+from torch.utils.flop_counter import FlopCounterMode
+
+from flowvid.autoencoders.losses import ReconstructionTerms, reconstruction_loss
+from flowvid.autoencoders.model import ResBlock, VideoAutoencoder
+from flowvid.config import Config
+from flowvid.data.clips import PackedClips
+from flowvid.data.module import tokens_per_frame
+from flowvid.training.base import StepModule, release_gathered
+from flowvid.training.module import mix_seed
+
+LATENT_MOMENTUM = 0.01  # running latent statistics: each step's batch moves them by this share
+
+
+@dataclass
+class ReconstructionStats:
+    """What the training log keeps of one micro-batch (see flowvid.training.base.LossLog)."""
+
+    terms: ReconstructionTerms  # detached, weighted by the micro-batch's share of the step's frames
+    visible: int
+    frames: int
+    flops: int
+
+
+class AutoencoderModule(StepModule):
+    fsdp_units = (ResBlock,)
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg, VideoAutoencoder(cfg.autoencoder), tokens_per_frame(cfg))
+        self._frame_flops: dict[tuple[int, int], int] = {}  # frame size -> forward FLOPs of one frame
+
+    def accumulate(self, micro: list[PackedClips]) -> list[ReconstructionStats]:
+        """Each frame of all micro-batches of all ranks counts the same in the step's loss."""
+        counts, world = self.reduce_counts(torch.tensor([float(b.frames.shape[0]) for b in micro], device=self.device))
+        total = counts.sum().clamp_min(1)
+        stats = []
+        for j, b in enumerate(micro):
+            weight = counts[j] * world / total
+            noise = torch.Generator(device=self.device).manual_seed(
+                mix_seed(self.cfg.seed, int(b.seeds[0]), self.global_step, j))
+            with self.grad_sync(last=j == len(micro) - 1):
+                enc, outs = self.model(b.frames, b.cu_seqlens.tolist(), noise)
+                terms = reconstruction_loss(b.frames, outs, enc, self.cfg.autoencoder)
+                self.manual_backward(terms.total * weight)
+            self.track_latents(enc.mean.detach())
+            m = b.frames.shape[0]
+            detached = ReconstructionTerms(*(getattr(terms, k).detach() * weight for k in ("total", "l1", "ssim", "kl")))
+            stats.append(ReconstructionStats(detached, m, m, 3 * m * self.frame_flops(b.frames)))
+        self.spend(sum(s.flops for s in stats))
+        return stats
+
+    @torch.no_grad()
+    def track_latents(self, mean: Tensor) -> None:
+        """Running per-channel mean and std of the encoder's latents (averaged over ranks), kept in
+        both networks' buffers: what normalises the latents the flow model trains on."""
+        z = mean.float().transpose(0, 1).flatten(1)  # (c, M*h*w)
+        moments, world = self.reduce_counts(torch.stack([z.mean(1), z.pow(2).mean(1)]))
+        moments = moments / world
+        for net in (self.model, self.ema):
+            net = net.module if isinstance(net, FSDP) else net
+            mu = net.latent_mean.lerp(moments[0], LATENT_MOMENTUM)
+            second = (net.latent_std.pow(2) + net.latent_mean.pow(2)).lerp(moments[1], LATENT_MOMENTUM)
+            net.latent_mean.copy_(mu)
+            net.latent_std.copy_((second - mu.pow(2)).clamp_min(1e-8).sqrt())
+
+    def frame_flops(self, frames: Tensor) -> int:
+        """Forward FLOPs of one frame of this size (torch's counter, measured once per size)."""
+        size = tuple(frames.shape[-2:])
+        if size not in self._frame_flops:
+            net = self.model.module if isinstance(self.model, FSDP) else self.model
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                net(torch.zeros(1, *frames.shape[1:], device=self.device), [0, 1])
+            self._frame_flops[size] = counter.get_total_flops()
+        return self._frame_flops[size]
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss, squared error, frames
+
+    def validation_step(self, batch: PackedClips, batch_idx: int) -> None:
+        """EMA reconstructions from the posterior mean: the loss and the PSNR over all frames."""
+        if batch.num_clips == 0:  # every read failed: under FSDP, join the other ranks' gathers
+            if isinstance(self.ema, FSDP):
+                blank = torch.zeros(1, 3, self.cfg.data.height, self.cfg.data.width, device=self.device)
+                self.ema(blank, [0, 1], sample=False)
+            return
+        enc, outs = self.ema(batch.frames, batch.cu_seqlens.tolist(), sample=False)
+        terms = reconstruction_loss(batch.frames, outs, enc, self.cfg.autoencoder)
+        m = float(batch.frames.shape[0])
+        se = ((outs[-1].clamp(-1, 1) - batch.frames) / 2).pow(2).flatten(1).mean(1).sum()  # per-frame MSE in [0, 1]
+        self.val_sums += torch.stack([terms.total * m, se, se.new_tensor(m)]).double()
+
+    def on_validation_epoch_end(self) -> None:
+        try:
+            sums, _ = self.reduce_counts(self.val_sums)
+            loss, se, frames = sums.tolist()
+            if frames == 0:
+                return
+            psnr = 10 * math.log10(frames / se) if se > 0 else float("inf")
+            self.log_dict({"val/loss": loss / frames, "val/psnr": psnr}, batch_size=1)
+            if not self.trainer.sanity_checking:
+                self.bar_values["val_loss"] = loss / frames
+        finally:
+            release_gathered(self.ema)
+            self._last_step_end = None
+
