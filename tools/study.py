@@ -55,18 +55,22 @@ class Size:
     steps: int  # sampler steps
     clips: int  # synthetic training clips
     per_length: int  # videos of each length in the length toy
+    length_model: tuple[str, ...]  # the length toy's network and batch: many small steps serve the rate head
+    length_tflops: float  # the length toy's training budget
 
 
 SIZES = {
     "smoke": Size(("model.dim=32", "model.depth=1", "model.heads=2"),
                   ("model.dim=32", "model.depth=1", "model.heads=2", "model.patch_size=8"),
-                  0.004, 4, 6, 64, 4),
+                  0.004, 4, 6, 64, 4, ("model.dim=32", "model.depth=1", "model.heads=2"), 0.004),
     "small": Size(("model.dim=128", "model.depth=4", "model.heads=4"),
                   ("model.dim=128", "model.depth=4", "model.heads=4", "model.patch_size=8"),
-                  10.0, 64, 40, 4096, 200),
+                  10.0, 64, 40, 4096, 200,
+                  ("model.dim=64", "model.depth=2", "model.heads=4", "data.tokens_per_batch=1088"), 2.5),
     "full": Size(("model.dim=192", "model.depth=6", "model.heads=6"),
                  ("model.dim=192", "model.depth=6", "model.heads=6", "model.patch_size=4"),
-                 100.0, 256, 50, 8192, 400),
+                 100.0, 256, 50, 8192, 400,
+                 ("model.dim=128", "model.depth=4", "model.heads=4", "data.tokens_per_batch=1088"), 25.0),
 }
 # Every study run: a constant learning rate after warm-up (the run length is a FLOP budget, not a
 # step count), no validation or previews, one checkpoint at the end.
@@ -80,6 +84,7 @@ COMMON = ("trainer.max_steps=10000000", "optim.schedule=constant", "optim.warmup
 class Study:
     size: str
     work: Path
+    note: str = ""  # what the page should say about this invocation (e.g. other jobs on the machine)
     commands: list[str] = field(default_factory=list)
     results: dict = field(default_factory=dict)
 
@@ -184,8 +189,9 @@ class Study:
 
     def lengths(self) -> None:
         manifest = self.length_toy()
-        over = [*self.s.model, "data.source=manifest", f"data.manifest={manifest}", "data.clip_mode=whole",
-                f"data.min_frames={min(LENGTHS)}", f"data.max_frames={max(LENGTHS)}", "data.fps=8"]
+        over = [*self.s.length_model, "data.source=manifest", f"data.manifest={manifest}", "data.clip_mode=whole",
+                f"data.min_frames={min(LENGTHS)}", f"data.max_frames={max(LENGTHS)}", "data.fps=8",
+                f"train.max_tflops={self.s.length_tflops}"]
         facts = self.train("lengths", [str(ROOT / "configs" / "demo.yaml")], over)
         res = self.eval("lengths", facts["model"], "length")
         fake = np.array(res["fake"]["lengths"])
@@ -388,7 +394,7 @@ def page(study: Study, images: list[str], argv: list[str], started: float) -> st
              f"{' '.join(s.model)}, 16x16 frames, {s.clips} clips, {s.tflops:g} TFLOPs of training "
              f"(train.max_tflops); evaluations on {s.num} clips with {s.steps} sampler steps. Every command, in "
              f"order: `results/study_{study.size}_commands.sh`. \"nan\" physics: no ball was tracked in any "
-             f"generated clip.", ""]
+             f"generated clip.{' ' + study.note if study.note else ''}", ""]
     if "methods" in r:
         lines += ["### Insertion against full-sequence and autoregressive, at equal training FLOPs", "",
                   *gen_table(r["methods"], "method"), ""]
@@ -396,7 +402,8 @@ def page(study: Study, images: list[str], argv: list[str], started: float) -> st
         L = r["lengths"]
         lines += ["### Lengths learned from whole videos", "",
                   f"Trained on whole videos of {', '.join(map(str, LENGTHS))} frames only ({s.per_length} of each, "
-                  f"`data.clip_mode=whole`): {fmt(L['within_one'])} of {len(L['lengths'])} sampled lengths lie within "
+                  f"`data.clip_mode=whole`; {' '.join(s.length_model)}, {L['steps']} steps, "
+                  f"{s.length_tflops:g} TFLOPs): {fmt(L['within_one'])} of {len(L['lengths'])} sampled lengths lie within "
                   f"one frame of a training length (target 0.80); total variation to the data's lengths "
                   f"{fmt(L['tv'])} (target below 0.2). Sampled lengths: {sorted(L['lengths'])}.", ""]
     if "interpolation" in r:
@@ -452,12 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="runs, data and evaluations (default runs/study-SIZE)")
     p.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md", help="the page to write the study into")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    p.add_argument("--note", default="", help="a sentence the page adds to its first paragraph (e.g. the runs "
+                   "that shared the machine with other jobs)")
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     if not sections or any(s not in SECTIONS for s in sections):
         p.error(f"--sections must be a comma list of {', '.join(SECTIONS)}, got {args.sections!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    study = Study(args.size, (args.work or ROOT / "runs" / f"study-{args.size}").resolve())
+    study = Study(args.size, (args.work or ROOT / "runs" / f"study-{args.size}").resolve(), args.note)
     started = time.perf_counter()
     for name in sections:
         log.info("study: %s", name)

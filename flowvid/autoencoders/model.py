@@ -108,6 +108,10 @@ class Encoder(nn.Module):
         self.body = nn.Sequential(*layers)
         out = cfg.latent_channels * (2 if cfg.bottleneck.value == "kl" else 1)
         self.conv_out = nn.Sequential(nn.GroupNorm(8, ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], out, 3, padding=1))
+        if cfg.bottleneck.value == "kl":  # log-variance starts at -6 (std 0.05): a unit-variance draw would
+            # drown the small initial means, and the decoder would first learn from noise
+            # (16x16 balls, 750 steps: 17.3 dB from log-variance 0, 19.1 dB from -6)
+            nn.init.constant_(self.conv_out[2].bias[cfg.latent_channels:], -6.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv_out(self.body(self.conv_in(x)))
@@ -141,9 +145,10 @@ class Decoder(nn.Module):
         self.stages = nn.ModuleList(DecoderStage(ch[max(i - 1, 0)] if i else ch[0], ch[i], cfg.blocks,
                                                  cfg.temporal_kernel) for i in range(cfg.levels + 1))
         self.up = nn.ModuleList(nn.Conv2d(ch[i], ch[i], 3, padding=1) for i in range(cfg.levels))
-        # RGB heads at the last three stages (1/4, 1/2, full)
-        self.heads = nn.ModuleList(nn.Sequential(nn.GroupNorm(8, ch[i]), nn.SiLU(), nn.Conv2d(ch[i], 3, 3, padding=1))
-                                   for i in range(cfg.levels - 2, cfg.levels + 1))
+        # RGB heads at the last three stages (1/4, 1/2, full), reading the residual stream as it is: a
+        # GroupNorm first would remove each group's mean, a frame's flat colour, for the head to rebuild
+        # (plain bottleneck, 16x16 balls, 1,500 steps: 20.1 dB with it, 21.3 dB without)
+        self.heads = nn.ModuleList(nn.Conv2d(ch[i], 3, 3, padding=1) for i in range(cfg.levels - 2, cfg.levels + 1))
 
     def forward(self, z: Tensor, pos: Tensor, scale: float = 1.0, carry: dict | None = None) -> list[Tensor]:
         """[rgb at 1/4, 1/2, 1] up to `scale` (one of SCALES), each (M, 3, H * s, W * s)."""

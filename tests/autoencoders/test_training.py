@@ -1,0 +1,96 @@
+"""The autoencoder through the real entry points: flowvid train (kind: autoencoder), export, load."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flowvid.autoencoders.losses import downsampled
+from flowvid.cli import main
+from flowvid.config import load_config
+from flowvid.data.datasets import EVAL_SEED_OFFSET
+from flowvid.data.synthetic import BouncingBalls
+from flowvid.errors import UsageError
+from flowvid.eval.pixels import psnr
+from flowvid.pipelines.tasks import to_uint8
+from flowvid.training.export import export_checkpoint, load_autoencoder, load_model
+from flowvid.training.run import train
+
+STEPS = 1500
+FAST = ["trainer.enable_progress_bar=false", f"trainer.max_steps={STEPS}", "trainer.limit_val_batches=0",
+        f"train.checkpoint_every={STEPS}"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """configs/autoencoder/tiny.yaml trained STEPS steps (16x16 balls, 4x downsampling, 4 latent channels)."""
+    folder = tmp_path_factory.mktemp("ae")
+    cfg = load_config("configs/autoencoder/tiny.yaml", FAST)
+    result = train(cfg, folder / "run")
+    model, cfg = load_autoencoder(export_checkpoint(result.last_checkpoint, folder / "model"))
+    held_out = BouncingBalls(num_clips=16, size=16, frames=(8, 8), seed=EVAL_SEED_OFFSET)
+    clips = torch.stack([held_out[i].frames for i in range(16)])  # (16, 8, 3, 16, 16)
+    return model, cfg, clips
+
+
+def test_it_reconstructs_better_than_bilinear_at_the_same_compression(trained):
+    """12-fold compression (16x16x3 -> 4x4x4 = 64 values a frame) against bilinear down to 5x5x3 (75
+    values, a little more room than the autoencoder has) and back up."""
+    model, _, clips = trained
+    x = clips.flatten(0, 1)  # (128, 3, 16, 16)
+    with torch.no_grad():
+        rec = torch.cat([model.decode(model.encode(c).mean) for c in clips])
+    bilinear = F.interpolate(F.interpolate(x, size=(5, 5), mode="bilinear", antialias=True, align_corners=False),
+                             size=(16, 16), mode="bilinear", align_corners=False)
+    ours, theirs = (psnr(to_uint8(v).numpy(), to_uint8(x).numpy())
+                    for v in (rec, bilinear))
+    assert ours > 20.0 and ours > theirs, (ours, theirs)
+
+
+def test_each_coarse_scale_is_the_full_output_at_low_resolution(trained):
+    model, _, clips = trained
+    with torch.no_grad():
+        z = model.encode(clips[0]).mean
+        full = model.decode(z)
+        for scale in (0.25, 0.5):
+            coarse = model.decode(z, scale=scale)
+            target = downsampled(full, coarse.shape[-2:])
+            score = psnr(to_uint8(coarse).numpy(), to_uint8(target).numpy())
+            assert score > 24.0, (scale, score)
+
+
+def test_the_latents_statistics_are_recorded(trained):
+    model, _, clips = trained
+    with torch.no_grad():
+        z = model.encode(clips.flatten(0, 1)).mean.transpose(0, 1).flatten(1)  # (c, values)
+    mean, std = z.mean(1), z.std(1)
+    assert not torch.allclose(model.latent_std, torch.ones_like(model.latent_std))
+    torch.testing.assert_close(model.latent_mean, mean, atol=0.5 * float(std.max()), rtol=0)
+    assert ((model.latent_std / std) - 1).abs().max() < 0.5, (model.latent_std, std)
+    assert model.normalize(z.T[:, :, None, None]).std() == pytest.approx(1.0, abs=0.4)
+
+
+def test_cli_trains_resumes_and_exports_and_the_flow_tools_refuse_it(tmp_path, capsys):
+    args = ["train", "-c", "configs/autoencoder/tiny.yaml", "--run-dir", str(tmp_path / "run"),
+            "trainer.enable_progress_bar=false", "trainer.limit_val_batches=1", "trainer.val_check_interval=4",
+            "train.checkpoint_every=4", "trainer.log_every_n_steps=2"]
+    assert main([*args, "trainer.max_steps=4"]) == 0
+    assert main([*args, "trainer.max_steps=8", "--resume", "auto"]) == 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 8 and any(k.startswith("ema.decoder.") for k in state["state_dict"])
+    assert main(["export", "--ckpt", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "-o", str(tmp_path / "m")]) == 0
+    model, cfg = load_autoencoder(tmp_path / "m")
+    assert cfg.kind.value == "autoencoder" and model.decode(torch.zeros(3, 4, 4, 4)).shape == (3, 3, 16, 16)
+    with pytest.raises(UsageError, match="holds a model of kind autoencoder; this takes kind flow"):
+        load_model(tmp_path / "m")
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(tmp_path / "m"), "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "kind autoencoder" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
+    logged = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/l1", "train/ssim", "train/kl", "val/psnr"} <= set(logged)
+
+
+def test_data_that_cannot_be_encoded_is_refused(tmp_path):
+    with pytest.raises(UsageError, match=r"multiples of autoencoder.downsample=4"):
+        train(load_config("configs/autoencoder/tiny.yaml", ["data.height=18", "data.width=18", *FAST]), tmp_path)
+    with pytest.raises(UsageError, match=r"channels"):
+        load_config("configs/autoencoder/tiny.yaml", ["autoencoder.channels=[16,32]"])
+    assert not any(tmp_path.iterdir())
