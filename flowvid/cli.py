@@ -123,6 +123,28 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_encode(args: argparse.Namespace) -> int:
+    """Encode a dataset's clips into latent shards with an autoencoder."""
+    from data_pipelines.encode import encode_dataset
+    from flowvid.config import load_config
+
+    configs = args.config or [Path(args.ae) / "config.yaml"]
+    if not args.config and not configs[0].is_file():
+        raise UsageError(f"--ae {args.ae} is not an export folder with a config.yaml; name the data with -c CONFIG")
+    _check_device(args.device)
+    cfg = load_config(configs, args.overrides)
+    bar = _Progress("encoding", unit="clip")
+    try:
+        r = encode_dataset(args.ae, cfg, args.output, args.device, progress=bar)
+    finally:
+        bar.close()
+    c, h, w = r.latent_shape
+    print(f"{', '.join(f'{r.clips[s]} clips ({r.frames[s]} frames) of {s}' for s in r.clips)} -> {r.out}; latents "
+          f"{c}x{h}x{w} a frame: train on them with data.source=latents data.latents={r.out} model.in_channels={c} "
+          f"model.height={h} model.width={w} model.autoencoder={Path(args.ae).resolve()}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train from config into a run folder."""
     from flowvid.config import load_config
@@ -247,7 +269,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model, cfg = _load_for_sampling(args)
     load = time.perf_counter() - t0
-    if cfg.model.height % 2 or cfg.model.width % 2:
+    if not cfg.model.autoencoder and (cfg.model.height % 2 or cfg.model.width % 2):  # decoded: multiples of 4
         raise UsageError(f"H.264 needs even frame sizes, and this model makes {cfg.model.width}x{cfg.model.height}")
     bar = _Progress("sampling", unit="step")
     try:
@@ -563,6 +585,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_synth)
+    p = dsub.add_parser("encode", help="encode a dataset's clips into latent shards with an autoencoder")
+    p.add_argument("--ae", required=True, help="exported autoencoder (flowvid export of a kind: autoencoder run)")
+    p.add_argument("-o", "--output", required=True, help="new folder for the shards (OUT/train, OUT/val)")
+    p.add_argument("-c", "--config", action="append", default=[],
+                   help="config whose data section names the clips (default: the autoencoder's own)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.manifest=videos.jsonl")
+    p.set_defaults(func=cmd_data_encode)
     return parser
 
 

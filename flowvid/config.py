@@ -172,6 +172,9 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     num_classes: int = 0  # 0 = unconditional; otherwise a null label is added for guidance
+    # exported autoencoder whose normalised latents the frames are (data.source: latents); the tools
+    # decode what the model makes through it. "" = the frames are pixels
+    autoencoder: str = ""
     rate_link: RateLink = RateLink.softplus  # lambda = softplus(head) or exp(head)
     qk_norm: bool = True
     # each frame's conditioning also embeds its clip's number of frames: softmax attention averages

@@ -9,6 +9,7 @@ step at which each output frame was inserted), which flowvid.pipelines.outputs w
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -121,6 +122,30 @@ def to_uint8(x: Tensor) -> Tensor:
     return u.permute(0, 2, 3, 1).contiguous()  # (F, H, W, 3)
 
 
+DECODE_CHUNK = 16  # latent frames decoded at once: memory does not grow with a clip's length
+
+
+@functools.lru_cache(maxsize=2)
+def _load_autoencoder(path: str, device: str) -> torch.nn.Module:
+    from flowvid.training.export import load_autoencoder
+
+    return load_autoencoder(path, device)[0]
+
+
+def to_pixels(frames: Tensor, cfg) -> Tensor:
+    """A latent model's frames (F, c, h, w) decoded through model.autoencoder (its normalised latents,
+    DECODE_CHUNK frames at a time) to (F, 3, H, W); a pixel model's as they are."""
+    path = cfg.model.autoencoder
+    if not path:
+        return frames
+    ae = _load_autoencoder(str(path), str(frames.device))
+    if ae.cfg.latent_channels != cfg.model.in_channels:
+        raise UsageError(f"model.autoencoder {path} makes {ae.cfg.latent_channels}-channel latents; this model takes "
+                         f"{cfg.model.in_channels} (model.in_channels)")
+    with torch.no_grad():
+        return torch.cat([c.cpu() for c in ae.decode_chunks(ae.denormalize(frames), DECODE_CHUNK)])
+
+
 def fit_frames(frames: Any, cfg, what: str = "the input") -> Tensor:
     """uint8 (F, H, W, 3) at the model's frame size: short side scaled, centre crop (as datasets.resize_crop)."""
     if isinstance(frames, np.ndarray):
@@ -199,9 +224,12 @@ def _read_video(path: Path, fps: float | None, size: tuple[int, int] | None) -> 
 
 
 def _check_model(cfg, task: str, need_insertion: bool) -> None:
-    if cfg.model.in_channels != 3:
-        raise UsageError(f"this model works in a {cfg.model.in_channels}-channel latent space; sampling it needs "
-                         "the autoencoder, which flowvid does not have yet (pixel models only: in_channels=3)")
+    if cfg.model.in_channels != 3 and not cfg.model.autoencoder:
+        raise UsageError(f"this model works in a {cfg.model.in_channels}-channel latent space but names no "
+                         "autoencoder to decode it; train it with model.autoencoder=PATH (docs/autoencoder.md)")
+    if cfg.model.autoencoder and task != "generate":
+        raise UsageError(f"{task} with a latent model is not built yet (its given frames would need encoding); "
+                         "flowvid sample and flowvid eval --task generate decode latent models")
     kind = _kind(cfg)
     if need_insertion and kind != "insertion":
         raise UsageError(f"{task} needs an insertion model (path.kind=insertion); this checkpoint is the "
@@ -336,7 +364,7 @@ def generate(model, cfg, num: int = 1, steps: int = 50, seed: int = 0, max_frame
             records += [ClipRecord(s, cap, False, n_b, steps if full else cap * steps, sec, born, []) for s in batch]
         _part_done(progress, b, len(batches), units)
         nfe += n_b
-        clips += [to_uint8(f) for f in frames]
+        clips += [to_uint8(to_pixels(f, cfg)) for f in frames]
     record = TaskRecord("generate", kind, seed, steps, nfe, time.perf_counter() - t0, fps or default_fps(cfg),
                         [int(c.shape[0]) for c in clips], [r.capped for r in records], records, guidance, label,
                         cap, sampling=_sampling_record(cfg) if kind == "insertion" else {})

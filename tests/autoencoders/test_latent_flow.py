@@ -1,0 +1,55 @@
+"""The latent path end to end through the CLI: train an autoencoder, encode a dataset, train the flow
+model on the latents, sample it: the video comes out decoded, at the pixel size."""
+import json
+
+import av
+import pytest
+
+from flowvid.cli import main
+from flowvid.data.latents import LatentDataset
+from flowvid.config import load_config
+
+FAST = ["trainer.enable_progress_bar=false", "trainer.limit_val_batches=0", "train.preview_clips=0"]
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("latent")
+    assert main(["train", "-c", "configs/autoencoder/tiny.yaml", "--run-dir", str(folder / "ae_run"), *FAST,
+                 "trainer.max_steps=3", "data.synthetic.num_clips=6", "data.synthetic.val_clips=2"]) == 0
+    assert main(["export", "--ckpt", str(folder / "ae_run" / "checkpoints" / "last.ckpt"), "-o", str(folder / "ae")]) == 0
+    return folder
+
+
+def test_encode_train_on_latents_and_sample_decoded(autoencoder, capsys):
+    folder = autoencoder
+    assert main(["data", "encode", "--ae", str(folder / "ae"), "-o", str(folder / "latents"),
+                 "data.synthetic.num_clips=6", "data.synthetic.val_clips=2"]) == 0
+    assert "6 clips" in capsys.readouterr().out
+    record = json.loads((folder / "latents" / "encoded.json").read_text())
+    assert record["clips"] == {"train": 6, "val": 2}
+    ds = LatentDataset(folder / "latents" / "train", load_config("configs/tiny.yaml").data)
+    assert ds.frame_shape == (4, 4, 4) and len(ds) == 6
+    latent = ["data.source=latents", f"data.latents={folder / 'latents'}", "model.in_channels=4", "model.height=4",
+              "model.width=4", "model.patch_size=1", f"model.autoencoder={folder / 'ae'}", "data.min_frames=4",
+              "data.max_frames=8"]
+    assert main(["train", "-c", "configs/tiny.yaml", "--run-dir", str(folder / "flow_run"), *FAST, *latent,
+                 "trainer.max_steps=3"]) == 0
+    assert main(["sample", "--ckpt", str(folder / "flow_run" / "checkpoints" / "last.ckpt"), "--out",
+                 str(folder / "samples"), "--num", "2", "--steps", "4", "--max-frames", "8"]) == 0
+    with av.open(str(folder / "samples" / "sample_000.mp4")) as f:
+        stream = f.streams.video[0]
+        assert (stream.width, stream.height) == (16, 16)  # decoded: 4x4 latents -> 16x16 pixels
+    capsys.readouterr()
+    assert main(["i2v", "--ckpt", str(folder / "flow_run" / "checkpoints" / "last.ckpt"), "--image",
+                 str(folder / "samples" / "sample_000.png"), "--out", str(folder / "i2v.mp4")]) == 2
+    assert "with a latent model is not built yet" in capsys.readouterr().err
+
+
+def test_encode_refuses_a_used_folder_and_a_flow_model(autoencoder, tmp_path, capsys):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("")
+    assert main(["data", "encode", "--ae", str(autoencoder / "ae"), "-o", str(tmp_path / "used")]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert main(["data", "encode", "--ae", str(tmp_path), "-o", str(tmp_path / "new")]) == 2
+    assert "not an export folder" in capsys.readouterr().err and not (tmp_path / "new").exists()
