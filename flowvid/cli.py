@@ -269,8 +269,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model, cfg = _load_for_sampling(args)
     load = time.perf_counter() - t0
-    if not cfg.model.autoencoder and (cfg.model.height % 2 or cfg.model.width % 2):  # decoded: multiples of 4
-        raise UsageError(f"H.264 needs even frame sizes, and this model makes {cfg.model.width}x{cfg.model.height}")
+    if cfg.model.height % 2 or cfg.model.width % 2:
+        if not cfg.model.autoencoder:  # a latent model's frames are decoded to multiples of 4
+            raise UsageError(f"H.264 needs even frame sizes, and this model makes {cfg.model.width}x{cfg.model.height}")
     bar = _Progress("sampling", unit="step")
     try:
         res = generate(model, cfg, args.num, args.steps, args.seed, args.max_frames, args.cfg, args.class_label,
@@ -295,14 +296,14 @@ def cmd_i2v(args: argparse.Namespace) -> int:
     """Image to video: the image is frame 0; the model continues it."""
     from flowvid.io import read_image
     from flowvid.pipelines.outputs import check_video_output
-    from flowvid.pipelines.tasks import image_to_video
+    from flowvid.pipelines.tasks import image_to_video, pixel_size
 
     if args.fps is not None and not args.fps > 0:
         raise UsageError(f"--fps must be > 0, got {args.fps}")
     check_video_output(args.output, 2, 2, [args.image])
     image = read_image(args.image)
     model, cfg = _load_for_sampling(args)
-    out = check_video_output(args.output, cfg.model.height, cfg.model.width)
+    out = check_video_output(args.output, *pixel_size(cfg))
     bar = _Progress("sampling", unit="step")
     try:
         video = image_to_video(model, cfg, image, args.steps, args.seed, args.max_frames, args.cfg, args.class_label,
@@ -316,7 +317,7 @@ def cmd_i2v(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     """New frames between given ones: an exact output rate (--target-fps, --factor) or learned."""
     from flowvid.pipelines.outputs import check_video_output
-    from flowvid.pipelines.tasks import grid_for, input_rate, interpolate, read_frames
+    from flowvid.pipelines.tasks import grid_for, input_rate, interpolate, pixel_size, read_frames
 
     modes = [args.target_fps is not None, args.factor is not None, args.learned]
     if sum(modes) != 1:
@@ -327,8 +328,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     if args.target_fps is not None:
         grid_for(input_rate(args.inputs, args.fps), args.target_fps)  # refuse an impossible rate before loading
     model, cfg = _load_for_sampling(args)
-    out = check_video_output(args.output, cfg.model.height, cfg.model.width)
-    frames, src_fps = read_frames(args.inputs, args.fps, (cfg.model.height, cfg.model.width))
+    out = check_video_output(args.output, *pixel_size(cfg))
+    frames, src_fps = read_frames(args.inputs, args.fps, pixel_size(cfg))
     bar = _Progress("interpolating", unit="step")
     try:
         video = interpolate(model, cfg, frames, src_fps, args.target_fps, args.factor, args.learned, args.steps,
@@ -342,15 +343,15 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_extend(args: argparse.Namespace) -> int:
     """New frames after a given video: exactly --frames N, or as many as the model decides (--learned)."""
     from flowvid.pipelines.outputs import check_video_output
-    from flowvid.pipelines.tasks import extend, input_rate, read_frames
+    from flowvid.pipelines.tasks import extend, input_rate, pixel_size, read_frames
 
     if (args.frames is not None) == args.learned:
         raise UsageError("give exactly one of --frames N or --learned")
     check_video_output(args.output, 2, 2, args.inputs)
     input_rate(args.inputs, args.fps)  # an unreadable input fails before the model loads
     model, cfg = _load_for_sampling(args)
-    out = check_video_output(args.output, cfg.model.height, cfg.model.width)
-    frames, src_fps = read_frames(args.inputs, args.fps, (cfg.model.height, cfg.model.width))
+    out = check_video_output(args.output, *pixel_size(cfg))
+    frames, src_fps = read_frames(args.inputs, args.fps, pixel_size(cfg))
     bar = _Progress("extending", unit="step")
     try:
         video = extend(model, cfg, frames, src_fps, args.frames, args.learned, args.steps, args.seed,
@@ -364,7 +365,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
 def cmd_complete(args: argparse.Namespace) -> int:
     """Fill marked holes of a frame sequence (images with _ for holes, or a video with --holes)."""
     from flowvid.pipelines.outputs import check_video_output
-    from flowvid.pipelines.tasks import complete, read_frames
+    from flowvid.pipelines.tasks import complete, pixel_size, read_frames
 
     if (args.frames is None) == (args.video is None):
         raise UsageError("give either --frames A.png,_,_,B.png (_ marks a hole) or --video IN.mp4 with --holes")
@@ -372,8 +373,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
         raise UsageError("--holes goes with --video; with --frames mark the holes with _")
     check_video_output(args.output, 2, 2, [args.video or "", *(args.frames or "").split(",")])
     model, cfg = _load_for_sampling(args)
-    out = check_video_output(args.output, cfg.model.height, cfg.model.width)
-    frames, src_fps = _frames_with_holes(args, read_frames, (cfg.model.height, cfg.model.width))
+    out = check_video_output(args.output, *pixel_size(cfg))
+    frames, src_fps = _frames_with_holes(args, read_frames, pixel_size(cfg))
     bar = _Progress("completing", unit="step")
     try:
         video = complete(model, cfg, frames, src_fps, args.learned, args.steps, args.seed, args.max_frames, progress=bar)

@@ -132,6 +132,26 @@ def _load_autoencoder(path: str, device: str) -> torch.nn.Module:
     return load_autoencoder(path, device)[0]
 
 
+def pixel_size(cfg) -> tuple[int, int]:
+    """(H, W) of the frames the model's tools take and make: its own, or its autoencoder's output."""
+    h, w = cfg.model.height, cfg.model.width
+    if not cfg.model.autoencoder:
+        return h, w
+    f = _load_autoencoder(str(cfg.model.autoencoder), "cpu").cfg.downsample
+    return h * f, w * f
+
+
+def to_model_input(frames: Tensor, cfg) -> Tensor:
+    """uint8 (F, H, W, 3) given frames -> the model's space: pixels in [-1, 1], or (latent model) the
+    autoencoder's normalised latents of them (posterior means)."""
+    x = to_model_space(frames)
+    if not cfg.model.autoencoder:
+        return x
+    ae = _load_autoencoder(str(cfg.model.autoencoder), "cpu")
+    with torch.no_grad():
+        return torch.cat([ae.normalize(ae.encode(x[i:i + DECODE_CHUNK]).mean) for i in range(0, x.shape[0], DECODE_CHUNK)])
+
+
 def to_pixels(frames: Tensor, cfg) -> Tensor:
     """A latent model's frames (F, c, h, w) decoded through model.autoencoder (its normalised latents,
     DECODE_CHUNK frames at a time) to (F, 3, H, W); a pixel model's as they are."""
@@ -153,7 +173,7 @@ def fit_frames(frames: Any, cfg, what: str = "the input") -> Tensor:
     if not isinstance(frames, Tensor) or frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         got = f"{frames.dtype} {tuple(frames.shape)}" if hasattr(frames, "shape") else type(frames).__name__
         raise UsageError(f"{what} must be uint8 (F, H, W, 3) RGB frames, got {got}")
-    h, w = cfg.model.height, cfg.model.width
+    h, w = pixel_size(cfg)
     if tuple(frames.shape[1:3]) != (h, w):
         log.warning("%s is %dx%d (WxH); resized and centre-cropped to the model's %dx%d",
                     what, frames.shape[2], frames.shape[1], w, h)
@@ -227,9 +247,6 @@ def _check_model(cfg, task: str, need_insertion: bool) -> None:
     if cfg.model.in_channels != 3 and not cfg.model.autoencoder:
         raise UsageError(f"this model works in a {cfg.model.in_channels}-channel latent space but names no "
                          "autoencoder to decode it; train it with model.autoencoder=PATH (docs/autoencoder.md)")
-    if cfg.model.autoencoder and task != "generate":
-        raise UsageError(f"{task} with a latent model is not built yet (its given frames would need encoding); "
-                         "flowvid sample and flowvid eval --task generate decode latent models")
     kind = _kind(cfg)
     if need_insertion and kind != "insertion":
         raise UsageError(f"{task} needs an insertion model (path.kind=insertion); this checkpoint is the "
@@ -269,7 +286,8 @@ def _check_result_fits(frames: int, cfg, advice: str) -> None:
     they are all held until written."""
     from flowvid.models.flops import device_memory
 
-    need, have = frames * cfg.model.height * cfg.model.width * 3, device_memory(torch.device("cpu")) // 2
+    h, w = pixel_size(cfg)
+    need, have = frames * h * w * 3, device_memory(torch.device("cpu")) // 2
     if need > have:
         raise UsageError(f"up to {frames:,} output frames may take {need / 2**30:,.1f} GiB, more than half this "
                          f"machine's memory ({have / 2**30:,.1f} GiB); {advice}")
@@ -401,13 +419,13 @@ def image_to_video(model, cfg, image: Any, steps: int = 50, seed: int = 0, max_f
         raise UsageError(f"the image must be uint8 (H, W, 3), got {img.dtype} {tuple(img.shape)}")
     given = fit_frames(img[None], cfg, "the image")  # (1, H, W, 3)
     cap = _cap(cfg, max_frames, given=1)
-    task = ClipTask(context=to_model_space(given), passive=[False], noise_after=cfg.path.n_start - 1,
+    task = ClipTask(context=to_model_input(given, cfg), passive=[False], noise_after=cfg.path.n_start - 1,
                     label=label, seed=seed)
     t0 = time.perf_counter()
     sampler = _sampler(model, cfg, steps, cap, guidance)
     r = sampler.sample([task], progress)[0]
     _part_done(progress, 0, 1, sampler.max_steps)
-    frames = _restore_given(to_uint8(r.frames), r.is_context, given)
+    frames = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given)
     rate = fps or default_fps(cfg)
     return _video("image_to_video", cfg, seed, steps, sampler.stats.nfe, t0, rate, frames, [r], [seed],
                   guidance, label, cap)
@@ -536,13 +554,13 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
         if p == 1 and not learned:  # ratio 1: nothing to insert
             parts.append(ctx[1:])
             continue
-        task = ClipTask(context=to_model_space(ctx), passive=[False] * (k - 1) + [True], noise_after=0,
+        task = ClipTask(context=to_model_input(ctx, cfg), passive=[False] * (k - 1) + [True], noise_after=0,
                         gap_counts=() if learned else [p - 1] * (k - 1) + [0], seed=seed + w)
         # a prescribed grid fixes the length; learned gaps get the usual cap (no unbounded growth)
         sampler = _sampler(model, cfg, steps, cap if learned else 0, 1.0)
         r = sampler.sample([task], _sub_progress(progress, w, len(wins), sampler.max_steps))[0]
         _part_done(progress, w, len(wins), sampler.max_steps)
-        out = _restore_given(to_uint8(r.frames), r.is_context, ctx)
+        out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, ctx)
         if not learned and (out.shape[0] != (k - 1) * p + 1 or r.is_context[::p].sum() != k):
             raise RuntimeError(f"the sampler returned {out.shape[0]} frames for a grid of {(k - 1) * p + 1}")
         results.append(r)
@@ -616,13 +634,13 @@ def extend(model, cfg, frames: Any, src_fps: float, num_frames: int | None = Non
     else:
         cap = _cap(cfg, max_frames, given=k)
         noise, gaps = cfg.path.n_start - 1, ()
-    task = ClipTask(context=to_model_space(given), passive=[True] * (k - 1) + [False], noise_after=noise,
+    task = ClipTask(context=to_model_input(given, cfg), passive=[True] * (k - 1) + [False], noise_after=noise,
                     gap_counts=gaps, seed=seed)
     t0 = time.perf_counter()
     sampler = _sampler(model, cfg, steps, cap, 1.0)
     r = sampler.sample([task], progress)[0]
     _part_done(progress, 0, 1, sampler.max_steps)
-    out = _restore_given(to_uint8(r.frames), r.is_context, given)
+    out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given)
     if not bool(r.is_context[:k].all()):
         raise RuntimeError("the sampler placed new frames inside the given prefix")
     if num_frames is not None and out.shape[0] != k + num_frames:
@@ -655,14 +673,14 @@ def complete(model, cfg, frames: Sequence[Any], src_fps: float, learned: bool = 
     given = fit_frames(np.stack([np.asarray(frames[i]) for i in at]), cfg, "the given frames")
     k, trailing = len(at), len(frames) - 1 - at[-1]
     gaps = () if learned else [b - a - 1 for a, b in zip(at, at[1:])] + [trailing]
-    task = ClipTask(context=to_model_space(given), passive=[False] * (k - 1) + [trailing == 0], noise_after=0,
+    task = ClipTask(context=to_model_input(given, cfg), passive=[False] * (k - 1) + [trailing == 0], noise_after=0,
                     gap_counts=gaps, seed=seed)
     cap = _cap(cfg, max_frames, given=k) if learned else 0
     t0 = time.perf_counter()
     sampler = _sampler(model, cfg, steps, cap, 1.0)
     r = sampler.sample([task], progress)[0]
     _part_done(progress, 0, 1, sampler.max_steps)
-    out = _restore_given(to_uint8(r.frames), r.is_context, given)
+    out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given)
     if not learned and out.shape[0] != len(frames):
         raise RuntimeError(f"the sampler returned {out.shape[0]} frames for {len(frames)} positions")
     return _video("complete", cfg, seed, steps, sampler.stats.nfe, t0, float(src_fps), out, [r], [seed], cap=cap)

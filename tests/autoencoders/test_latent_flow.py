@@ -3,11 +3,13 @@ model on the latents, sample it: the video comes out decoded, at the pixel size.
 import json
 
 import av
+import numpy as np
 import pytest
 
 from flowvid.cli import main
 from flowvid.data.latents import LatentDataset
 from flowvid.config import load_config
+from flowvid.io import write_png
 
 FAST = ["trainer.enable_progress_bar=false", "trainer.limit_val_batches=0", "train.preview_clips=0"]
 
@@ -40,10 +42,15 @@ def test_encode_train_on_latents_and_sample_decoded(autoencoder, capsys):
     with av.open(str(folder / "samples" / "sample_000.mp4")) as f:
         stream = f.streams.video[0]
         assert (stream.width, stream.height) == (16, 16)  # decoded: 4x4 latents -> 16x16 pixels
-    capsys.readouterr()
-    assert main(["i2v", "--ckpt", str(folder / "flow_run" / "checkpoints" / "last.ckpt"), "--image",
-                 str(folder / "samples" / "sample_000.png"), "--out", str(folder / "i2v.mp4")]) == 2
-    assert "with a latent model is not built yet" in capsys.readouterr().err
+    ckpt, clip = str(folder / "flow_run" / "checkpoints" / "last.ckpt"), str(folder / "samples" / "sample_000.mp4")
+    write_png(folder / "frame.png", np.full((16, 16, 3), 128, np.uint8))
+    tools = {"i2v": ["--image", str(folder / "frame.png")], "interpolate": [clip, "--factor", "2"],
+             "extend": [clip, "--frames", "3"], "complete": ["--frames", f"{folder / 'frame.png'},_,{folder / 'frame.png'}"]}
+    for tool, args in tools.items():  # given frames are encoded, outputs decoded
+        out = folder / f"{tool}.mp4"
+        assert main([tool, "--ckpt", ckpt, *args, "-o", str(out), "--steps", "4"]) == 0, tool
+        with av.open(str(out)) as f:
+            assert (f.streams.video[0].width, f.streams.video[0].height) == (16, 16), tool
 
 
 def test_encode_refuses_a_used_folder_and_a_flow_model(autoencoder, tmp_path, capsys):
