@@ -259,7 +259,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from flowvid.io import check_writable, output_set
     from flowvid.pipelines.outputs import write_clip, write_contact_sheet, write_gif, write_record
-    from flowvid.pipelines.tasks import generate
+    from flowvid.pipelines.tasks import generate, pixel_size
 
     out = check_writable(args.out, "--out")
     if out.exists() and not out.is_dir():
@@ -269,13 +269,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model, cfg = _load_for_sampling(args)
     load = time.perf_counter() - t0
-    if cfg.model.height % 2 or cfg.model.width % 2:
-        if not cfg.model.autoencoder:  # a latent model's frames are decoded to multiples of 4
-            raise UsageError(f"H.264 needs even frame sizes, and this model makes {cfg.model.width}x{cfg.model.height}")
+    h, w = pixel_size(cfg)
+    h, w = (h // 4, w // 4) if args.preview and cfg.model.autoencoder else (h, w)
+    if h % 2 or w % 2:
+        raise UsageError(f"H.264 needs even frame sizes, and this model makes {w}x{h}"
+                         f"{' frames at the preview scale' if args.preview else ''}")
     bar = _Progress("sampling", unit="step")
     try:
         res = generate(model, cfg, args.num, args.steps, args.seed, args.max_frames, args.cfg, args.class_label,
-                       fps=args.fps or 0.0, batch_size=args.batch, progress=bar)
+                       fps=args.fps or 0.0, batch_size=args.batch, progress=bar, preview=args.preview)
     finally:
         bar.close()
     t1 = time.perf_counter()
@@ -497,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_label", type=int, default=-1, help="class label (-1: none)")
     p.add_argument("--fps", type=float, default=None, help="output rate (default: the model's data.fps, else 8)")
     p.add_argument("--batch", type=int, default=8, help="clips per packed sampler call (0: all)")
+    p.add_argument("--preview", action="store_true",
+                   help="latent models: decode at 1/4 of the frame side only (the decoder's coarsest output), fast")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("i2v", help="image to video: the image is frame 0")

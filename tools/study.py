@@ -388,8 +388,8 @@ def _save(fig, path: Path) -> str:
 def page(study: Study, images: list[str], argv: list[str], started: float) -> str:
     r, s = study.results, study.s
     lines = [BEGIN, f"## The study (`--size {study.size}`)", "",
-             f"`{shlex.join(['python', 'tools/study.py', *argv])}`: {time.strftime('%Y-%m-%d')}; this invocation "
-             f"took {(time.perf_counter() - started) / 60:.0f} min on this machine's CPU (runs and evaluations "
+             f"`{shlex.join(['python', 'tools/study.py', *_without_note(argv)])}`: {time.strftime('%Y-%m-%d')}; this "
+             f"invocation took {(time.perf_counter() - started) / 60:.0f} min on this machine's CPU (runs and evaluations "
              f"already in the work folder are reused, not repeated). Each balls model: "
              f"{' '.join(s.model)}, 16x16 frames, {s.clips} clips, {s.tflops:g} TFLOPs of training "
              f"(train.max_tflops); evaluations on {s.num} clips with {s.steps} sampler steps. Every command, in "
@@ -425,6 +425,18 @@ def page(study: Study, images: list[str], argv: list[str], started: float) -> st
         lines += ["### Sampler settings on the insertion model", "", *gen_table(r["sampler"], "sampler"), ""]
     lines += [f"![{n}](results/{n})" for n in images] + ["", END]
     return "\n".join(lines)
+
+
+def _without_note(argv: list[str]) -> list[str]:
+    """The command line as the page shows it: --note's text is on the page already."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--note="):
+            skip = False
+            continue
+        skip = a == "--note"
+        out += [] if skip else [a]
+    return out
 
 
 def write_page(results_file: Path, text: str) -> None:

@@ -152,9 +152,9 @@ def to_model_input(frames: Tensor, cfg) -> Tensor:
         return torch.cat([ae.normalize(ae.encode(x[i:i + DECODE_CHUNK]).mean) for i in range(0, x.shape[0], DECODE_CHUNK)])
 
 
-def to_pixels(frames: Tensor, cfg) -> Tensor:
+def to_pixels(frames: Tensor, cfg, scale: float = 1.0) -> Tensor:
     """A latent model's frames (F, c, h, w) decoded through model.autoencoder (its normalised latents,
-    DECODE_CHUNK frames at a time) to (F, 3, H, W); a pixel model's as they are."""
+    DECODE_CHUNK frames at a time) to (F, 3, H * scale, W * scale); a pixel model's as they are."""
     path = cfg.model.autoencoder
     if not path:
         return frames
@@ -163,7 +163,7 @@ def to_pixels(frames: Tensor, cfg) -> Tensor:
         raise UsageError(f"model.autoencoder {path} makes {ae.cfg.latent_channels}-channel latents; this model takes "
                          f"{cfg.model.in_channels} (model.in_channels)")
     with torch.no_grad():
-        return torch.cat([c.cpu() for c in ae.decode_chunks(ae.denormalize(frames), DECODE_CHUNK)])
+        return torch.cat([c.cpu() for c in ae.decode_chunks(ae.denormalize(frames), DECODE_CHUNK, scale)])
 
 
 def fit_frames(frames: Any, cfg, what: str = "the input") -> Tensor:
@@ -346,8 +346,9 @@ def _part_done(progress: Progress | None, part: int, parts: int, total: int) -> 
 
 def generate(model, cfg, num: int = 1, steps: int = 50, seed: int = 0, max_frames: int | None = None,
              guidance: float = 1.0, label: int = -1, fps: float = 0.0, batch_size: int = 0,
-             progress: Progress | None = None) -> Samples:
+             progress: Progress | None = None, preview: bool = False) -> Samples:
     """num clips, unconditional (label -1) or of one class; the model decides their lengths.
+    preview: a latent model's clips decoded at 1/4 of the frame side (the decoder's coarsest output).
 
     Clip i draws from seed + i. batch_size clips share a packed sampler call (0: all of them).
     Baselines (path.kind full_sequence | autoregressive) make max_frames (default data.max_frames) frames.
@@ -356,6 +357,9 @@ def generate(model, cfg, num: int = 1, steps: int = 50, seed: int = 0, max_frame
     _check_common(cfg, steps, guidance, label)
     if num < 1 or batch_size < 0:
         raise UsageError(f"num must be >= 1 and batch_size >= 0, got {num} and {batch_size}")
+    if preview and not cfg.model.autoencoder:
+        raise UsageError("--preview decodes a latent model's clips at a quarter of the frame side; this model makes "
+                         "pixels (it names no model.autoencoder)")
     kind = _kind(cfg)
     cap = _cap(cfg, max_frames) if kind == "insertion" else (max_frames or cfg.data.max_frames)
     _check_result_fits(num * cap, cfg, "ask for fewer clips a call (another --seed continues the draws) or a "
@@ -382,7 +386,7 @@ def generate(model, cfg, num: int = 1, steps: int = 50, seed: int = 0, max_frame
             records += [ClipRecord(s, cap, False, n_b, steps if full else cap * steps, sec, born, []) for s in batch]
         _part_done(progress, b, len(batches), units)
         nfe += n_b
-        clips += [to_uint8(to_pixels(f, cfg)) for f in frames]
+        clips += [to_uint8(to_pixels(f, cfg, 0.25 if preview else 1.0)) for f in frames]
     record = TaskRecord("generate", kind, seed, steps, nfe, time.perf_counter() - t0, fps or default_fps(cfg),
                         [int(c.shape[0]) for c in clips], [r.capped for r in records], records, guidance, label,
                         cap, sampling=_sampling_record(cfg) if kind == "insertion" else {})

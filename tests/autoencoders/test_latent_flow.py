@@ -42,6 +42,10 @@ def test_encode_train_on_latents_and_sample_decoded(autoencoder, capsys):
     with av.open(str(folder / "samples" / "sample_000.mp4")) as f:
         stream = f.streams.video[0]
         assert (stream.width, stream.height) == (16, 16)  # decoded: 4x4 latents -> 16x16 pixels
+    assert main(["sample", "--ckpt", str(folder / "flow_run" / "checkpoints" / "last.ckpt"), "--out",
+                 str(folder / "preview"), "--num", "1", "--steps", "4", "--max-frames", "8", "--preview"]) == 0
+    with av.open(str(folder / "preview" / "sample_000.mp4")) as f:
+        assert (f.streams.video[0].width, f.streams.video[0].height) == (4, 4)  # the decoder's 1/4 scale
     ckpt, clip = str(folder / "flow_run" / "checkpoints" / "last.ckpt"), str(folder / "samples" / "sample_000.mp4")
     write_png(folder / "frame.png", np.full((16, 16, 3), 128, np.uint8))
     tools = {"i2v": ["--image", str(folder / "frame.png")], "interpolate": [clip, "--factor", "2"],
@@ -60,3 +64,13 @@ def test_encode_refuses_a_used_folder_and_a_flow_model(autoencoder, tmp_path, ca
     assert "not an empty folder" in capsys.readouterr().err
     assert main(["data", "encode", "--ae", str(tmp_path), "-o", str(tmp_path / "new")]) == 2
     assert "not an export folder" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_preview_needs_a_latent_model():
+    from flowvid.errors import UsageError
+    from flowvid.models import SpatioTemporalDiT
+    from flowvid.pipelines.tasks import generate
+
+    cfg = load_config("configs/tiny.yaml")
+    with pytest.raises(UsageError, match="--preview decodes a latent model"):
+        generate(SpatioTemporalDiT(cfg.model), cfg, preview=True)
