@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", default=None, metavar="DIR_OR_MANIFEST", help="real videos, compared with --fake (no model)")
     p.add_argument("--fake", default=None, metavar="DIR_OR_MANIFEST", help="videos to score against --real")
     p.add_argument("--metrics", default="fvd", help="comma list of fvd, psnr, ssim, length, physics (default fvd)")
-    p.add_argument("--task", default="generate", help="generate (default) | interpolate | i2v | extend")
+    p.add_argument("--task", default="generate", help="generate (default) | interpolate | i2v | extend | reconstruct (an autoencoder)")
     p.add_argument("--num", type=int, default=64, help="clips to score (folders: at most this many, 0 = all)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
     p.add_argument("--seed", type=int, default=0, help="sampling seeds: seed + i for clip i")

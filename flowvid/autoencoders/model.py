@@ -216,6 +216,12 @@ class VideoAutoencoder(nn.Module):
             pos = torch.arange(start, start + part.shape[0], device=z.device)
             yield self.decoder(part, pos, scale, carry)[-1]
 
+    def reconstruct(self, x: Tensor, chunk: int = 16) -> Tensor:
+        """One clip (F, 3, H, W) through the autoencoder from its posterior means, `chunk` frames at a
+        time both ways: memory does not grow with the length."""
+        z = torch.cat([self.encode(x[i:i + chunk]).mean for i in range(0, x.shape[0], chunk)])
+        return torch.cat(list(self.decode_chunks(z, chunk)))
+
     def forward(self, x: Tensor, cu_seqlens: list[int], generator: torch.Generator | None = None,
                 sample: bool = True):
         """Training: (Encoded, [rgb at 1/4, 1/2, 1]) of packed frames x (M, 3, H, W), decoded from

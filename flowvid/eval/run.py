@@ -28,13 +28,14 @@ from flowvid.eval.interpolation import align_learned, blend_baseline, repeat_bas
 log = logging.getLogger(__name__)
 
 METRICS = ("fvd", "psnr", "ssim", "length", "physics")
-TASKS = ("generate", "interpolate", "i2v", "extend")
+TASKS = ("generate", "interpolate", "i2v", "extend", "reconstruct")
 # which metrics mean something for which task; folders compare whatever they hold
 TASK_METRICS = {
     "generate": {"fvd", "length", "physics"},
     "i2v": {"fvd", "length", "physics"},
     "extend": {"fvd", "physics"},
     "interpolate": {"fvd", "psnr", "ssim", "physics"},
+    "reconstruct": {"fvd", "psnr", "ssim"},  # an autoencoder's reconstructions of the real clips
 }
 PSNR_CAP_DB = 100.0  # a frame equal to its reference has infinite PSNR; averages cap it here
 
@@ -276,9 +277,19 @@ def sample_task(model, cfg, real: ClipSet, opts: EvalOptions, progress: Progress
     part (extend) or every stride-th frame (interpolate)."""
     from flowvid.pipelines.tasks import generate
 
+    from flowvid.pipelines.tasks import to_model_space, to_uint8
+
     cfg = copy.deepcopy(cfg)
     cfg.sampling.tail_steps, cfg.sampling.skip_threshold = opts.tail_steps, opts.skip
     n, task = len(real.clips), opts.task
+    if task == "reconstruct":  # model: an autoencoder; each real clip through it, paired by name
+        import torch
+
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            clips = [to_uint8(model.reconstruct(to_model_space(torch.from_numpy(c)).to(device))).numpy()
+                     for c in real.clips]
+        return ClipSet(clips, list(real.sources), real.fps)
     if task == "generate":
         out = generate(model, cfg, n, opts.steps, opts.seed, batch_size=8)
         clips = [c.numpy() for c in out.clips]
@@ -460,13 +471,13 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
                    progress: Progress | None = None) -> EvalResult:
     """Sample opts.task with the model and score it against real clips of `data` (a config YAML or a
     manifest; None: the data the model was trained on). The model samples with its own config."""
-    from flowvid.training.export import load_model
+    from flowvid.training.export import load_autoencoder, load_model
 
     check_options(opts, opts.task)
     out = check_output(out)
     t0 = time.perf_counter()
     network = load_feature_network(opts) if "fvd" in opts.metrics else None
-    model, cfg = load_model(ckpt, opts.device)
+    model, cfg = (load_autoencoder if opts.task == "reconstruct" else load_model)(ckpt, opts.device)
     real_cfg = _real_data_config(cfg, data)
     d = real_cfg.data
     if "physics" in opts.metrics and not (d.source.value == "synthetic" and d.synthetic.kind == "balls"):
@@ -476,13 +487,42 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
     t1 = time.perf_counter()
     fake = sample_task(model, cfg, real, opts, progress)
     t2 = time.perf_counter()
-    pending = _score(real, fake, opts, network, out, progress)
+    pending = _score(real, fake, opts, network, out, progress, paired=opts.task == "reconstruct")
+    if opts.task == "reconstruct":
+        _bilinear_baseline(real, cfg.autoencoder, opts, pending)
     seconds = {"load": t1 - t0, "sample": t2 - t1, "score": time.perf_counter() - t2}
-    model_info = {"ckpt": str(ckpt), "path_kind": cfg.path.kind.value, "data": _describe_data(real_cfg)}
+    model_info = {"ckpt": str(ckpt), "kind": cfg.kind.value, "path_kind": cfg.path.kind.value,
+                  "data": _describe_data(real_cfg)}
     result = EvalResult(dataclasses.asdict(opts), pending.metrics, _set_record(real), _set_record(fake), model_info,
                         seconds)
     _write_all(out, result, pending)
     return result
+
+
+def _bilinear_baseline(real: ClipSet, ae, opts: EvalOptions, pending: Pending) -> None:
+    """Beside an autoencoder's scores: bilinear down- and upsampling that keeps at least as many
+    values a frame as the latents (c (H/f)(W/f) <= 3 h w, the aspect kept), scored the same way."""
+    import torch
+    import torch.nn.functional as F
+
+    from flowvid.pipelines.tasks import to_model_space, to_uint8
+
+    pixel = [m for m in ("psnr", "ssim") if m in opts.metrics]
+    if not pixel:
+        return
+    f, c = ae.downsample, ae.latent_channels
+    h, w = real.clips[0].shape[1:3]
+    size = (math.ceil(h / f * math.sqrt(c / 3)), math.ceil(w / f * math.sqrt(c / 3)))
+    clips = []
+    for clip in real.clips:
+        x = to_model_space(torch.from_numpy(clip))
+        small = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        clips.append(to_uint8(F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)).numpy())
+    base = score_pairs(real, ClipSet(clips, list(real.sources), real.fps), pixel)
+    for m in pixel:
+        pending.metrics[m]["bilinear"] = base[m]["pairs"]
+    pending.metrics["bilinear_size"] = {"height": size[0], "width": size[1], "values": 3 * size[0] * size[1],
+                                        "latent_values": c * (h // f) * (w // f)}
 
 
 def evaluate_folders(real_path: str | Path, fake_path: str | Path, out: str | Path, opts: EvalOptions,

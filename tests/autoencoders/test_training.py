@@ -25,16 +25,17 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ae")
     cfg = load_config("configs/autoencoder/tiny.yaml", FAST)
     result = train(cfg, folder / "run")
-    model, cfg = load_autoencoder(export_checkpoint(result.last_checkpoint, folder / "model"))
+    export = export_checkpoint(result.last_checkpoint, folder / "model")
+    model, cfg = load_autoencoder(export)
     held_out = BouncingBalls(num_clips=16, size=16, frames=(8, 8), seed=EVAL_SEED_OFFSET)
     clips = torch.stack([held_out[i].frames for i in range(16)])  # (16, 8, 3, 16, 16)
-    return model, cfg, clips
+    return model, cfg, clips, export
 
 
 def test_it_reconstructs_better_than_bilinear_at_the_same_compression(trained):
     """12-fold compression (16x16x3 -> 4x4x4 = 64 values a frame) against bilinear down to 5x5x3 (75
     values, a little more room than the autoencoder has) and back up."""
-    model, _, clips = trained
+    model, _, clips, _ = trained
     x = clips.flatten(0, 1)  # (128, 3, 16, 16)
     with torch.no_grad():
         rec = torch.cat([model.decode(model.encode(c).mean) for c in clips])
@@ -46,7 +47,7 @@ def test_it_reconstructs_better_than_bilinear_at_the_same_compression(trained):
 
 
 def test_each_coarse_scale_is_the_full_output_at_low_resolution(trained):
-    model, _, clips = trained
+    model, _, clips, _ = trained
     with torch.no_grad():
         z = model.encode(clips[0]).mean
         full = model.decode(z)
@@ -58,7 +59,7 @@ def test_each_coarse_scale_is_the_full_output_at_low_resolution(trained):
 
 
 def test_the_latents_statistics_are_recorded(trained):
-    model, _, clips = trained
+    model, _, clips, _ = trained
     with torch.no_grad():
         z = model.encode(clips.flatten(0, 1)).mean.transpose(0, 1).flatten(1)  # (c, values)
     mean, std = z.mean(1), z.std(1)
@@ -94,3 +95,20 @@ def test_data_that_cannot_be_encoded_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"channels"):
         load_config("configs/autoencoder/tiny.yaml", ["autoencoder.channels=[16,32]"])
     assert not any(tmp_path.iterdir())
+
+
+def test_eval_scores_reconstructions(trained, tmp_path):
+    """flowvid eval --task reconstruct: the autoencoder's reconstructions of held-out clips, paired."""
+    import json
+
+    *_, export = trained
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", str(export), "--task", "reconstruct", "--metrics", "psnr,ssim", "--num", "4",
+                 "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["metrics"]["psnr"]["pairs"] > r["metrics"]["psnr"]["bilinear"] and 0 < r["metrics"]["ssim"]["pairs"] <= 1
+    assert r["metrics"]["bilinear_size"] == {"height": 5, "width": 5, "values": 75, "latent_values": 64}
+    assert r["model"]["kind"] == "autoencoder" and r["real"]["count"] == 4
+    assert main(["eval", "--ckpt", str(export), "--task", "reconstruct", "--metrics", "length", "--num", "4",
+                 "-o", str(tmp_path / "x.json")]) == 2
+    assert not (tmp_path / "x.json").exists()
