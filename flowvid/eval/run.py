@@ -579,21 +579,23 @@ def _real_data_config(cfg, data: str | None):
     manifest at the model's frame size."""
     from dataclasses import replace
 
-    from flowvid.config import DataSource, load_config
+    from flowvid.config import DataSource, ModelKind, load_config
+    from flowvid.pipelines.tasks import pixel_size
 
     if not data:
         return cfg
     p = Path(data)
     if not p.is_file():
         raise UsageError(f"--data {data}: no such file (expected a config .yaml or a manifest .jsonl)")
+    # the frames the model's tools take: its own, its autoencoder's output, or an autoencoder's data
+    h, w = (cfg.data.height, cfg.data.width) if cfg.kind == ModelKind.autoencoder else pixel_size(cfg)
     if p.suffix == ".jsonl":
-        d = replace(cfg.data, source=DataSource.manifest, manifest=str(p), val_manifest="",
-                    height=cfg.model.height, width=cfg.model.width)
+        d = replace(cfg.data, source=DataSource.manifest, manifest=str(p), val_manifest="", height=h, width=w)
         return replace(cfg, data=d)
     other = load_config([p])
-    if (other.data.height, other.data.width) != (cfg.model.height, cfg.model.width):
+    if (other.data.height, other.data.width) != (h, w):
         raise UsageError(f"--data {data} makes {other.data.width}x{other.data.height} frames, the model "
-                         f"{cfg.model.width}x{cfg.model.height}")
+                         f"{w}x{h}")
     return other
 
 

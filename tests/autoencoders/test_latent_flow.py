@@ -46,6 +46,10 @@ def test_encode_train_on_latents_and_sample_decoded(autoencoder, capsys):
                  str(folder / "preview"), "--num", "1", "--steps", "4", "--max-frames", "8", "--preview"]) == 0
     with av.open(str(folder / "preview" / "sample_000.mp4")) as f:
         assert (f.streams.video[0].width, f.streams.video[0].height) == (4, 4)  # the decoder's 1/4 scale
+    out = folder / "eval.json"  # against pixel clips of the autoencoder's data (the model's own are latents)
+    assert main(["eval", "--ckpt", str(folder / "flow_run" / "checkpoints" / "last.ckpt"), "--data",
+                 "configs/autoencoder/tiny.yaml", "--metrics", "length", "--num", "2", "--steps", "4", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["fake"]["count"] == 2
     ckpt, clip = str(folder / "flow_run" / "checkpoints" / "last.ckpt"), str(folder / "samples" / "sample_000.mp4")
     write_png(folder / "frame.png", np.full((16, 16, 3), 128, np.uint8))
     tools = {"i2v": ["--image", str(folder / "frame.png")], "interpolate": [clip, "--factor", "2"],
