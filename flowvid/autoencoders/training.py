@@ -17,6 +17,7 @@ from flowvid.autoencoders.model import ResBlock, VideoAutoencoder
 from flowvid.config import Config
 from flowvid.data.clips import PackedClips
 from flowvid.data.module import tokens_per_frame
+from flowvid.devices import to_device
 from flowvid.training.base import StepModule, release_gathered
 from flowvid.training.module import mix_seed
 
@@ -42,7 +43,7 @@ class AutoencoderModule(StepModule):
 
     def accumulate(self, micro: list[PackedClips]) -> list[ReconstructionStats]:
         """Each frame of all micro-batches of all ranks counts the same in the step's loss."""
-        counts, world = self.reduce_counts(torch.tensor([float(b.frames.shape[0]) for b in micro], device=self.device))
+        counts, world = self.reduce_counts(to_device(torch.tensor([float(b.frames.shape[0]) for b in micro]), self.device))
         total = counts.sum().clamp_min(1)
         stats = []
         for j, b in enumerate(micro):

@@ -8,7 +8,6 @@ Lightning checkpoints are read with torch.load(weights_only=True).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
