@@ -76,12 +76,15 @@ class AutoencoderModule(StepModule):
             net.latent_std.copy_((second - mu.pow(2)).clamp_min(1e-8).sqrt())
 
     def frame_flops(self, frames: Tensor) -> int:
-        """Forward FLOPs of one frame of this size (torch's counter, measured once per size)."""
+        """Forward FLOPs of one frame of this size: torch's counter on a copy of the network on the
+        meta device (shapes only; the trained one may be sharded), once per size."""
         size = tuple(frames.shape[-2:])
         if size not in self._frame_flops:
-            net = self.model.module if isinstance(self.model, FSDP) else self.model
+            with torch.device("meta"):
+                net = VideoAutoencoder(self.cfg.autoencoder)
+                x = torch.zeros(1, *frames.shape[1:])
             with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                net(torch.zeros(1, *frames.shape[1:], device=self.device), [0, 1])
+                net(x, [0, 1])
             self._frame_flops[size] = counter.get_total_flops()
         return self._frame_flops[size]
 
