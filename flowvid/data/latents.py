@@ -8,6 +8,7 @@ unpickles anything and a worker touches only the frames it reads.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ import torch
 from flowvid.data.clips import Clip, ClipRequest
 from flowvid.data.manifest import read_jsonl, write_jsonl
 from flowvid.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,6 +81,20 @@ class LatentDataset(torch.utils.data.Dataset):
         self.entries = read_jsonl(index, LatentEntry)
         if not self.entries:
             raise UsageError(f"{index} lists no clips")
+        # data.clip_mode=whole: each clip entire (as `flowvid data encode` wrote whole videos or shots),
+        # so that a model learns the videos' lengths; those too long or too short are counted and left out
+        self.whole = getattr(cfg.clip_mode, "value", cfg.clip_mode) == "whole"
+        if self.whole:
+            shortest = min(cfg.frame_choices) if cfg.frame_choices else cfg.min_frames
+            kept = [e for e in self.entries if shortest <= e.num_frames <= cfg.max_frames]
+            if len(kept) < len(self.entries):
+                log.warning("data.clip_mode=whole: %d of %d latent clips in %s have fewer than %d or more than "
+                            "data.max_frames=%d frames and are left out", len(self.entries) - len(kept),
+                            len(self.entries), index, shortest, cfg.max_frames)
+            if not kept:
+                raise UsageError(f"no latent clip in {index} has {shortest} to data.max_frames={cfg.max_frames} "
+                                 "frames; change data.min_frames or data.max_frames")
+            self.entries = kept
         self.frame_shape = tuple(self._shard(self.entries[0].shard).shape[1:])
         self._open: dict[str, np.ndarray] = {}
 
@@ -88,12 +105,15 @@ class LatentDataset(torch.utils.data.Dataset):
         return len(self.entries)
 
     def frame_range(self, i: int) -> tuple[int, int]:
-        return 1, self.entries[i].num_frames
+        """Any window up to the whole clip, or (whole) exactly the whole clip."""
+        n = self.entries[i].num_frames
+        return (n, n) if self.whole else (1, n)
 
     def __getitem__(self, req: ClipRequest) -> Clip:
         e = self.entries[req.index]
         if e.shard not in self._open:  # memory maps are opened lazily, inside each worker
             self._open[e.shard] = self._shard(e.shard)
-        start = e.offset + int(np.random.default_rng(req.seed).integers(e.num_frames - req.num_frames + 1))
+        slack = 0 if self.whole else e.num_frames - req.num_frames
+        start = e.offset + int(np.random.default_rng(req.seed).integers(slack + 1))
         frames = torch.from_numpy(np.array(self._open[e.shard][start:start + req.num_frames], dtype=np.float32))
         return Clip(frames=frames, label=e.label, fps=e.fps, source=e.source or f"{self.root}:{req.index}", seed=req.seed)

@@ -35,3 +35,23 @@ def test_latents_refuse_resampling_and_missing_index(tmp_path):
         LatentDataset(tmp_path, cfg)
     assert not list(tmp_path.glob(".*tmp*")), "no temporary files left behind"
     assert np.load(tmp_path / "shard_00000.npy", allow_pickle=False).dtype == np.float16
+
+
+def test_whole_clip_mode_reads_each_clip_entire_and_counts_the_rest(tmp_path, caplog):
+    import logging
+
+    g = torch.Generator().manual_seed(0)
+    clips = [Clip(torch.randn(n, 4, 6, 6, generator=g), fps=6.0) for n in (5, 9, 3, 12)]
+    write_latent_shards(clips, tmp_path / "train")
+    cfg = load_config("configs/tiny.yaml", ["data.source=latents", f"data.latents={tmp_path}", "data.clip_mode=whole",
+                                            "data.min_frames=4", "data.max_frames=10"]).data
+    with caplog.at_level(logging.WARNING):
+        ds = LatentDataset(tmp_path / "train", cfg)
+    assert "2 of 4 latent clips" in caplog.text
+    assert [ds.frame_range(i) for i in range(len(ds))] == [(5, 5), (9, 9)]
+    for seed in range(3):  # no random window
+        torch.testing.assert_close(ds[ClipRequest(1, 9, seed)].frames, clips[1].frames.half().float())
+    with pytest.raises(UsageError, match="no latent clip"):
+        LatentDataset(tmp_path / "train", load_config("configs/tiny.yaml", [
+            "data.source=latents", f"data.latents={tmp_path}", "data.clip_mode=whole", "data.min_frames=20",
+            "data.max_frames=30"]).data)
