@@ -76,6 +76,4 @@ def encode_dataset(ae_path: str | Path, cfg, out: str | Path, device: str = "cpu
 @torch.no_grad()
 def encode_frames(ae, frames: torch.Tensor, device: str) -> torch.Tensor:
     """(F, 3, H, W) in [-1, 1] -> (F, c, H/f, W/f) normalised posterior means, ENCODE_BATCH frames at a time."""
-    parts = [ae.normalize(ae.encode(frames[i:i + ENCODE_BATCH].to(device)).mean).cpu()
-             for i in range(0, frames.shape[0], ENCODE_BATCH)]
-    return torch.cat(parts)
+    return ae.normalize(ae.encode_means(frames, ENCODE_BATCH).to(device)).cpu()

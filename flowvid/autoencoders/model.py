@@ -216,11 +216,16 @@ class VideoAutoencoder(nn.Module):
             pos = torch.arange(start, start + part.shape[0], device=z.device)
             yield self.decoder(part, pos, scale, carry)[-1]
 
+    def encode_means(self, x: Tensor, chunk: int = 16) -> Tensor:
+        """Posterior means (F, c, h, w) of frames x (F, 3, H, W), `chunk` frames at a time (each on the
+        autoencoder's device; the result where x is): memory does not grow with the length."""
+        device = self.latent_mean.device
+        return torch.cat([self.encode(x[i:i + chunk].to(device)).mean.to(x.device) for i in range(0, x.shape[0], chunk)])
+
     def reconstruct(self, x: Tensor, chunk: int = 16) -> Tensor:
         """One clip (F, 3, H, W) through the autoencoder from its posterior means, `chunk` frames at a
-        time both ways: memory does not grow with the length."""
-        z = torch.cat([self.encode(x[i:i + chunk]).mean for i in range(0, x.shape[0], chunk)])
-        return torch.cat(list(self.decode_chunks(z, chunk)))
+        time both ways."""
+        return torch.cat(list(self.decode_chunks(self.encode_means(x, chunk), chunk)))
 
     def forward(self, x: Tensor, cu_seqlens: list[int], generator: torch.Generator | None = None,
                 sample: bool = True):

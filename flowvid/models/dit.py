@@ -169,6 +169,8 @@ class SpatioTemporalDiT(nn.Module):
         """(M, D) per-frame conditioning, already through SiLU (shared by every adaLN layer)."""
         c = self.time_mlp(timestep_features(t).to(self.frame_token.dtype))
         c = c + self.flag_embed(context.long() + passive.long())
+        if self.length_embed is None and self.label_embed is None:
+            return F.silu(c)
         lengths = torch.tensor([b - a for a, b in zip(cu, cu[1:])])
         frame_clip = to_device(torch.repeat_interleave(torch.arange(len(lengths)), lengths), t.device)  # (M,)
         if self.length_embed is not None:  # sinusoidal features of the clip's frame count m: angles m * freq

@@ -149,7 +149,7 @@ def to_model_input(frames: Tensor, cfg) -> Tensor:
         return x
     ae = _load_autoencoder(str(cfg.model.autoencoder), "cpu")
     with torch.no_grad():
-        return torch.cat([ae.normalize(ae.encode(x[i:i + DECODE_CHUNK]).mean) for i in range(0, x.shape[0], DECODE_CHUNK)])
+        return ae.normalize(ae.encode_means(x, DECODE_CHUNK))
 
 
 def to_pixels(frames: Tensor, cfg, scale: float = 1.0) -> Tensor:
