@@ -4,8 +4,9 @@
 Which clips: the data section of a config (by default the autoencoder's own): a manifest's videos
 (each shot, where the manifest lists shots; whole, whatever data.clip_mode says, since training
 draws its windows from the latents) or a synthetic set. Latents are the posterior means, normalised
-with the autoencoder's recorded statistics; a flow model trained on them names the autoencoder in
-`model.autoencoder` so that the tools decode what it makes.
+with the autoencoder's statistics; a video autoencoder with temporal factor T encodes the first
+1 + T k frames of each clip (n frames make 1 + (n - 1) // T latent frames). A flow model trained on
+them names the autoencoder in `model.autoencoder` so that the tools decode what it makes.
 """
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def encode_dataset(ae_path: str | Path, cfg, out: str | Path, device: str = "cpu
     out = check_writable(out, "-o")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"-o {str(out)!r} exists and is not an empty folder; choose a new one")
-    ae, ae_cfg = load_autoencoder(ae_path, device)
-    f, d = ae_cfg.autoencoder.downsample, cfg.data
+    ae = load_autoencoder(ae_path, device)[0]
+    f, t, d = ae.downsample, ae.temporal_factor, cfg.data
     if d.source.value == "latents":
         raise UsageError("data.source=latents: encoding needs frames (data.source synthetic or manifest)")
     if d.height % f or d.width % f:
@@ -59,7 +60,8 @@ def encode_dataset(ae_path: str | Path, cfg, out: str | Path, device: str = "cpu
             if progress:
                 progress(done[0], total)
             if clip is not None:  # an unreadable file is counted by the dataset and left out
-                yield Clip(frames=encode_frames(ae, clip.frames, device), label=clip.label, fps=clip.fps,
+                n = 1 + t * ((clip.frames.shape[0] - 1) // t)  # a video autoencoder takes 1 + T k frames
+                yield Clip(frames=encode_frames(ae, clip.frames[:n], device), label=clip.label, fps=clip.fps,
                            source=clip.source)
 
     with output_set(out) as tmp:
@@ -68,8 +70,8 @@ def encode_dataset(ae_path: str | Path, cfg, out: str | Path, device: str = "cpu
             rows = index.read_text().splitlines()
             clips[split], frames[split] = len(rows), sum(json.loads(r)["num_frames"] for r in rows)
         (tmp / "encoded.json").write_text(json.dumps({"autoencoder": str(Path(ae_path).resolve()), "clips": clips,
-                                                      "frames": frames}, indent=1))
-    shape = (ae_cfg.autoencoder.latent_channels, d.height // f, d.width // f)
+                                                      "frames": frames, "temporal_factor": t}, indent=1))
+    shape = (ae.latent_channels, d.height // f, d.width // f)
     return EncodeResult(out, clips, frames, shape)
 
 

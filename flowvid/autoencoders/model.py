@@ -169,19 +169,56 @@ class Decoder(nn.Module):
         return outs
 
 
-class VideoAutoencoder(nn.Module):
+class LatentSpace(nn.Module):
+    """What the flow model's tools need of an autoencoder, flowvid's own or a pretrained one:
+
+    - `downsample` (spatial), `temporal_factor` (n latent frames decode to 1 + T (n - 1) frames),
+      `latent_channels`, `scales` (the decoder's output scales, 1.0 the full frame);
+    - `encode_means(x, chunk)`: frames (F, 3, H, W) in [-1, 1] -> posterior means (n, c, h, w);
+    - `decode_chunks(z, chunk, scale)`: one clip's latents -> its frames, a bounded piece at a time;
+    - `normalize` / `denormalize` with the per-channel `latent_mean` and `latent_std` buffers, so
+      that the flow model sees unit-scale latents."""
+
+    temporal_factor = 1
+    scales: tuple[float, ...] = (1.0,)
+
+    def __init__(self, latent_channels: int):
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.register_buffer("latent_mean", torch.zeros(latent_channels))
+        self.register_buffer("latent_std", torch.ones(latent_channels))
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """(z - mean) / std per latent channel."""
+        return (z - self.latent_mean.view(-1, 1, 1)) / self.latent_std.view(-1, 1, 1)
+
+    def denormalize(self, z: Tensor) -> Tensor:
+        return z * self.latent_std.view(-1, 1, 1) + self.latent_mean.view(-1, 1, 1)
+
+    def reconstruct(self, x: Tensor, chunk: int = 16) -> Tensor:
+        """One clip (F, 3, H, W) through the autoencoder from its posterior means, `chunk` frames at a
+        time both ways."""
+        return torch.cat([f.to(x.device) for f in self.decode_chunks(self.encode_means(x, chunk), chunk)])
+
+    def _scale(self, scale: float) -> float:
+        if scale not in self.scales:
+            raise ValueError(f"scale must be one of {self.scales} (the decoder's outputs), got {scale}")
+        return scale
+
+
+class VideoAutoencoder(LatentSpace):
     """encode: frames (M, 3, H, W) in [-1, 1] -> Encoded; decode: latents -> frames, any scale, any chunk.
 
     The latents' per-channel mean and std over the training data are kept as buffers
-    (`latent_mean`, `latent_std`): `normalize` / `denormalize` give the flow model unit-scale latents."""
+    (`latent_mean`, `latent_std`, recorded during training)."""
+
+    scales = SCALES
 
     def __init__(self, cfg):
-        super().__init__()
+        super().__init__(cfg.latent_channels)
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))
-        self.register_buffer("latent_std", torch.ones(cfg.latent_channels))
 
     @property
     def downsample(self) -> int:
@@ -222,11 +259,6 @@ class VideoAutoencoder(nn.Module):
         device = self.latent_mean.device
         return torch.cat([self.encode(x[i:i + chunk].to(device)).mean.to(x.device) for i in range(0, x.shape[0], chunk)])
 
-    def reconstruct(self, x: Tensor, chunk: int = 16) -> Tensor:
-        """One clip (F, 3, H, W) through the autoencoder from its posterior means, `chunk` frames at a
-        time both ways."""
-        return torch.cat(list(self.decode_chunks(self.encode_means(x, chunk), chunk)))
-
     def forward(self, x: Tensor, cu_seqlens: list[int], generator: torch.Generator | None = None,
                 sample: bool = True):
         """Training: (Encoded, [rgb at 1/4, 1/2, 1]) of packed frames x (M, 3, H, W), decoded from
@@ -234,18 +266,6 @@ class VideoAutoencoder(nn.Module):
         enc = self.encode(x)
         z = enc.sample(generator) if sample else enc.mean
         return enc, self.decoder(z, clip_positions(cu_seqlens, x.device))
-
-    def normalize(self, z: Tensor) -> Tensor:
-        """(z - mean) / std per latent channel."""
-        return (z - self.latent_mean.view(-1, 1, 1)) / self.latent_std.view(-1, 1, 1)
-
-    def denormalize(self, z: Tensor) -> Tensor:
-        return z * self.latent_std.view(-1, 1, 1) + self.latent_mean.view(-1, 1, 1)
-
-    def _scale(self, scale: float) -> float:
-        if scale not in SCALES:
-            raise ValueError(f"scale must be one of {SCALES} (the decoder's outputs), got {scale}")
-        return scale
 
     def _check_frames(self, x: Tensor) -> None:
         f, c = self.cfg.downsample, self.cfg.in_channels

@@ -478,6 +478,8 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
     t0 = time.perf_counter()
     network = load_feature_network(opts) if "fvd" in opts.metrics else None
     model, cfg = (load_autoencoder if opts.task == "reconstruct" else load_model)(ckpt, opts.device)
+    if cfg is None:
+        cfg = _pretrained_config(model, ckpt, data)
     real_cfg = _real_data_config(cfg, data)
     d = real_cfg.data
     if "physics" in opts.metrics and not (d.source.value == "synthetic" and d.synthetic.kind == "balls"):
@@ -489,7 +491,7 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
     t2 = time.perf_counter()
     pending = _score(real, fake, opts, network, out, progress, paired=opts.task == "reconstruct")
     if opts.task == "reconstruct":
-        _bilinear_baseline(real, cfg.autoencoder, opts, pending)
+        _bilinear_baseline(real, model, opts, pending)
     seconds = {"load": t1 - t0, "sample": t2 - t1, "score": time.perf_counter() - t2}
     model_info = {"ckpt": str(ckpt), "kind": cfg.kind.value, "path_kind": cfg.path.kind.value,
                   "data": _describe_data(real_cfg)}
@@ -497,6 +499,21 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
                         seconds)
     _write_all(out, result, pending)
     return result
+
+
+def _pretrained_config(ae, ckpt, data: str | None):
+    """For a pretrained autoencoder (a diffusers folder, no config of its own): the config --data names."""
+    from flowvid.config import ModelKind, load_config
+
+    if not data or not str(data).endswith((".yaml", ".yml")):
+        raise UsageError(f"{ckpt} is a pretrained autoencoder with no data of its own: name the clips with "
+                         "--data CONFIG.yaml")
+    if ae.temporal_factor > 1:
+        raise UsageError(f"{ckpt} makes one latent frame per {ae.temporal_factor} frames; --task reconstruct "
+                         "pairs frame for frame and takes autoencoders with per-frame latents")
+    cfg = load_config([Path(data)])
+    cfg.kind = ModelKind.autoencoder
+    return cfg
 
 
 def _bilinear_baseline(real: ClipSet, ae, opts: EvalOptions, pending: Pending) -> None:

@@ -137,8 +137,15 @@ def pixel_size(cfg) -> tuple[int, int]:
     h, w = cfg.model.height, cfg.model.width
     if not cfg.model.autoencoder:
         return h, w
-    f = _load_autoencoder(str(cfg.model.autoencoder), "cpu").cfg.downsample
+    f = _load_autoencoder(str(cfg.model.autoencoder), "cpu").downsample
     return h * f, w * f
+
+
+def temporal_factor(cfg) -> int:
+    """Frames a latent frame of the model's autoencoder stands for (1: per-frame latents, or pixels)."""
+    if not cfg.model.autoencoder:
+        return 1
+    return _load_autoencoder(str(cfg.model.autoencoder), "cpu").temporal_factor
 
 
 def to_model_input(frames: Tensor, cfg) -> Tensor:
@@ -159,8 +166,8 @@ def to_pixels(frames: Tensor, cfg, scale: float = 1.0) -> Tensor:
     if not path:
         return frames
     ae = _load_autoencoder(str(path), str(frames.device))
-    if ae.cfg.latent_channels != cfg.model.in_channels:
-        raise UsageError(f"model.autoencoder {path} makes {ae.cfg.latent_channels}-channel latents; this model takes "
+    if ae.latent_channels != cfg.model.in_channels:
+        raise UsageError(f"model.autoencoder {path} makes {ae.latent_channels}-channel latents; this model takes "
                          f"{cfg.model.in_channels} (model.in_channels)")
     with torch.no_grad():
         return torch.cat([c.cpu() for c in ae.decode_chunks(ae.denormalize(frames), DECODE_CHUNK, scale)])
@@ -243,10 +250,15 @@ def _read_video(path: Path, fps: float | None, size: tuple[int, int] | None) -> 
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_model(cfg, task: str, need_insertion: bool) -> None:
+def _check_model(cfg, task: str, need_insertion: bool, per_frame: bool = False) -> None:
+    """per_frame: the task places given frames one by one, which latents that each stand for T > 1
+    frames cannot express."""
     if cfg.model.in_channels != 3 and not cfg.model.autoencoder:
         raise UsageError(f"this model works in a {cfg.model.in_channels}-channel latent space but names no "
                          "autoencoder to decode it; train it with model.autoencoder=PATH (docs/autoencoder.md)")
+    if per_frame and (t := temporal_factor(cfg)) > 1:
+        raise UsageError(f"{task} places given frames one by one, but model.autoencoder {cfg.model.autoencoder} "
+                         f"makes one latent frame per {t} frames; use an autoencoder with per-frame latents")
     kind = _kind(cfg)
     if need_insertion and kind != "insertion":
         raise UsageError(f"{task} needs an insertion model (path.kind=insertion); this checkpoint is the "
@@ -360,6 +372,9 @@ def generate(model, cfg, num: int = 1, steps: int = 50, seed: int = 0, max_frame
     if preview and not cfg.model.autoencoder:
         raise UsageError("--preview decodes a latent model's clips at a quarter of the frame side; this model makes "
                          "pixels (it names no model.autoencoder)")
+    if preview and 0.25 not in _load_autoencoder(str(cfg.model.autoencoder), "cpu").scales:
+        raise UsageError(f"--preview needs a decoder with a quarter-scale output (flowvid's multi-scale one); "
+                         f"model.autoencoder {cfg.model.autoencoder} decodes at full scale only")
     kind = _kind(cfg)
     cap = _cap(cfg, max_frames) if kind == "insertion" else (max_frames or cfg.data.max_frames)
     _check_result_fits(num * cap, cfg, "ask for fewer clips a call (another --seed continues the draws) or a "
@@ -429,17 +444,18 @@ def image_to_video(model, cfg, image: Any, steps: int = 50, seed: int = 0, max_f
     sampler = _sampler(model, cfg, steps, cap, guidance)
     r = sampler.sample([task], progress)[0]
     _part_done(progress, 0, 1, sampler.max_steps)
-    frames = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given)
+    frames = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given, cfg)
     rate = fps or default_fps(cfg)
     return _video("image_to_video", cfg, seed, steps, sampler.stats.nfe, t0, rate, frames, [r], [seed],
                   guidance, label, cap)
 
 
-def _restore_given(frames: Tensor, is_context: Tensor, given: Tensor) -> Tensor:
-    """The given frames, bit-exact, where the output holds them (in order)."""
+def _restore_given(frames: Tensor, is_context: Tensor, given: Tensor, cfg) -> Tensor:
+    """The given frames, bit-exact, where the output holds them (in order). With latents of T frames
+    each, latent frame j holds output frame T j (frame 0: the image of image-to-video)."""
     if int(is_context.sum()) != given.shape[0]:
         raise RuntimeError(f"the sampler returned {int(is_context.sum())} context frames for {given.shape[0]} given")
-    frames[is_context] = given
+    frames[is_context.nonzero().flatten() * temporal_factor(cfg)] = given
     return frames
 
 
@@ -529,7 +545,7 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
     Windows of `window` given frames, sharing their end frames, are sampled one after another;
     max_frames caps the frames of one window (None: the window plus 4 x the training length).
     """
-    _check_model(cfg, "interpolation", need_insertion=True)
+    _check_model(cfg, "interpolation", need_insertion=True, per_frame=True)
     _check_common(cfg, steps, 1.0, -1)
     if sum([target_fps is not None, factor is not None, bool(learned)]) != 1:
         raise UsageError("give exactly one of target fps (--target-fps), factor (--factor) or learned (--learned)")
@@ -564,7 +580,7 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
         sampler = _sampler(model, cfg, steps, cap if learned else 0, 1.0)
         r = sampler.sample([task], _sub_progress(progress, w, len(wins), sampler.max_steps))[0]
         _part_done(progress, w, len(wins), sampler.max_steps)
-        out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, ctx)
+        out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, ctx, cfg)
         if not learned and (out.shape[0] != (k - 1) * p + 1 or r.is_context[::p].sum() != k):
             raise RuntimeError(f"the sampler returned {out.shape[0]} frames for a grid of {(k - 1) * p + 1}")
         results.append(r)
@@ -615,7 +631,7 @@ def extend(model, cfg, frames: Any, src_fps: float, num_frames: int | None = Non
     are inserted after the last given frame at times u ~ kappa^-1(U), as in training); learned: the
     rates decide, up to max_frames in all (default: given + 4 x data.max_frames).
     """
-    _check_model(cfg, "extension", need_insertion=True)
+    _check_model(cfg, "extension", need_insertion=True, per_frame=True)
     _check_common(cfg, steps, 1.0, -1)
     if (num_frames is not None) == bool(learned):
         raise UsageError("give exactly one of a frame count (--frames N) or learned (--learned)")
@@ -644,7 +660,7 @@ def extend(model, cfg, frames: Any, src_fps: float, num_frames: int | None = Non
     sampler = _sampler(model, cfg, steps, cap, 1.0)
     r = sampler.sample([task], progress)[0]
     _part_done(progress, 0, 1, sampler.max_steps)
-    out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given)
+    out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given, cfg)
     if not bool(r.is_context[:k].all()):
         raise RuntimeError("the sampler placed new frames inside the given prefix")
     if num_frames is not None and out.shape[0] != k + num_frames:
@@ -664,7 +680,7 @@ def complete(model, cfg, frames: Sequence[Any], src_fps: float, learned: bool = 
     continues past the last given frame). The first frame must be given: frames are only ever
     inserted after an existing one. All given frames are active but the last when nothing follows it.
     """
-    _check_model(cfg, "completion", need_insertion=True)
+    _check_model(cfg, "completion", need_insertion=True, per_frame=True)
     _check_common(cfg, steps, 1.0, -1)
     if not (math.isfinite(src_fps) and src_fps > 0):
         raise UsageError(f"the input frame rate must be > 0, got {src_fps}")
@@ -684,7 +700,7 @@ def complete(model, cfg, frames: Sequence[Any], src_fps: float, learned: bool = 
     sampler = _sampler(model, cfg, steps, cap, 1.0)
     r = sampler.sample([task], progress)[0]
     _part_done(progress, 0, 1, sampler.max_steps)
-    out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given)
+    out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, given, cfg)
     if not learned and out.shape[0] != len(frames):
         raise RuntimeError(f"the sampler returned {out.shape[0]} frames for {len(frames)} positions")
     return _video("complete", cfg, seed, steps, sampler.stats.nfe, t0, float(src_fps), out, [r], [seed], cap=cap)

@@ -82,7 +82,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Sp
 
 
 def load_autoencoder(path: str | Path, device: str | torch.device = "cpu"):
-    """The EMA autoencoder (eval mode) and its config, from an export folder or a .ckpt file."""
+    """The EMA autoencoder (eval mode) and its config, from an export folder or a .ckpt file; or a
+    pretrained one from a local diffusers folder (flowvid.autoencoders.pretrained), config None."""
+    from flowvid.autoencoders.pretrained import is_diffusers_folder, load_diffusers_autoencoder
+
+    if is_diffusers_folder(path):
+        return load_diffusers_autoencoder(path, device), None
     return _load(path, device, ModelKind.autoencoder)
 
 

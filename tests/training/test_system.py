@@ -66,13 +66,16 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, whole_run):
 def test_a_stop_signal_checkpoints_at_a_step_boundary_and_resumes_exactly(tmp_path, whole_run, signum, cause, code):
     """SLURM's warning before the time limit (SIGUSR1), Ctrl-C (SIGINT to the terminal's process
     group) or SIGTERM (scancel, docker stop): stop after the step, last.ckpt, exit 75, 130 or 143,
-    resume. With two loader workers, which must survive the signal the group receives."""
+    resume. With two loader workers, which must survive the signal the group receives. The three
+    signals share one stop path: the resume is checked once (SIGUSR1), to keep the suite short."""
     run = tmp_path / "signalled"
     proc = start_then_signal(run, signum, ["data.num_workers=2"])
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
     stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
     assert 10 <= stopped < 40 and f"stopped on {cause} at step {stopped}" in err
+    if signum != signal.SIGUSR1:
+        return
     resumed = subprocess.run([*TRAIN, "--run-dir", str(run), "--resume", "auto", *RESUME_RUN],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
