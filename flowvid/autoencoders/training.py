@@ -43,8 +43,9 @@ class AutoencoderModule(StepModule):
 
     def accumulate(self, micro: list[PackedClips]) -> list[ReconstructionStats]:
         """Each frame of all micro-batches of all ranks counts the same in the step's loss."""
-        counts, world = self.reduce_counts(to_device(torch.tensor([float(b.frames.shape[0]) for b in micro]), self.device))
-        total = counts.sum().clamp_min(1)
+        counts = [float(b.frames.shape[0]) for b in micro]  # this rank's; the sum over ranks is the total
+        total, world = self.reduce_counts(to_device(torch.tensor([sum(counts)]), self.device))
+        total = total[0].clamp_min(1)
         stats = []
         for j, b in enumerate(micro):
             weight = counts[j] * world / total
