@@ -291,9 +291,9 @@ def extra_key(extra: tuple) -> str:
     return re.sub(r"\W+", "_", " ".join(kept)).strip("_") or "generate"
 
 
-def write_tiles(root: Path, scale: int) -> None:
-    """Each video shrunk by `scale`, cut into 32x32 tiles (still ones left out), each split 80/20 in
-    time into train/ and val/."""
+def write_tiles(root: Path, scale: int, stride: int = 32, parts: tuple[str, ...] = ("train", "val")) -> None:
+    """Each video shrunk by `scale`, cut into 32x32 tiles `stride` pixels apart (still ones left
+    out), each split 80/20 in time into train/ and val/ (those of `parts` written)."""
     import av
 
     from flowvid.io import write_video
@@ -310,12 +310,14 @@ def write_tiles(root: Path, scale: int) -> None:
                                           format="rgb24", interpolation="AREA").to_ndarray()
                                for f in c.decode(stream)])  # (F, H, W, 3)
         cut = int(len(frames) * 0.8)
-        for y in range(0, frames.shape[1] - 31, 32):
-            for x in range(0, frames.shape[2] - 31, 32):
+        for y in range(0, frames.shape[1] - 31, stride):
+            for x in range(0, frames.shape[2] - 31, stride):
                 tile = frames[:, y:y + 32, x:x + 32]
                 if np.abs(np.diff(tile.astype(np.int16), axis=0)).mean() < MIN_MOTION:
                     continue  # a still tile: any interpolator is exact there
                 for part, chunk in (("train", tile[:cut]), ("val", tile[cut:])):
+                    if part not in parts:
+                        continue
                     out = root / part / f"{name}_{y:03d}_{x:03d}.mp4"
                     out.parent.mkdir(parents=True, exist_ok=True)
                     write_video(out, chunk, fps)

@@ -336,6 +336,7 @@ class Pending:
 
     metrics: dict[str, Any] = field(default_factory=dict)
     writes: list[Callable[[], Any]] = field(default_factory=list)
+    real_features: Any = None  # the real clips' I3D features, once FVD has them (a baseline reuses them)
 
 
 def score_fvd(real: ClipSet, fake: ClipSet, opts: EvalOptions, network, pending: Pending,
@@ -352,6 +353,7 @@ def score_fvd(real: ClipSet, fake: ClipSet, opts: EvalOptions, network, pending:
         if opts.real_features:
             cache = (Path(opts.real_features), key, real_features)
             pending.writes.append(lambda: _write_feature_cache(*cache))
+    pending.real_features = real_features
     fake_features = i3d_features(f.clips, network, opts.batch_size, _bar(progress, "I3D features, generated"))
     return {"value": fvd(real_features, fake_features), "real_clips": len(r.clips), "fake_clips": len(f.clips),
             "frames": opts.fvd_frames, "padded_real": r.padded, "padded_fake": f.padded, "network": name,
@@ -491,7 +493,7 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
     t2 = time.perf_counter()
     pending = _score(real, fake, opts, network, out, progress, paired=opts.task == "reconstruct")
     if opts.task == "reconstruct":
-        _bilinear_baseline(real, model, opts, pending)
+        _bilinear_baseline(real, model, opts, pending, network, progress)
     seconds = {"load": t1 - t0, "sample": t2 - t1, "score": time.perf_counter() - t2}
     model_info = {"ckpt": str(ckpt), "kind": cfg.kind.value, "path_kind": cfg.path.kind.value,
                   "data": _describe_data(real_cfg)}
@@ -516,16 +518,18 @@ def _pretrained_config(ae, ckpt, data: str | None):
     return cfg
 
 
-def _bilinear_baseline(real: ClipSet, ae, opts: EvalOptions, pending: Pending) -> None:
+def _bilinear_baseline(real: ClipSet, ae, opts: EvalOptions, pending: Pending, network=None,
+                       progress: Progress | None = None) -> None:
     """Beside an autoencoder's scores: bilinear down- and upsampling that keeps at least as many
-    values a frame as the latents (c (H/f)(W/f) <= 3 h w, the aspect kept), scored the same way."""
+    values a frame as the latents (c (H/f)(W/f) <= 3 h w, the aspect kept), scored the same way
+    (FVD against the same real features)."""
     import torch
     import torch.nn.functional as F
 
     from flowvid.pipelines.tasks import to_model_space, to_uint8
 
     pixel = [m for m in ("psnr", "ssim") if m in opts.metrics]
-    if not pixel:
+    if not pixel and "fvd" not in opts.metrics:
         return
     f, c = ae.downsample, ae.latent_channels
     h, w = real.clips[0].shape[1:3]
@@ -535,9 +539,14 @@ def _bilinear_baseline(real: ClipSet, ae, opts: EvalOptions, pending: Pending) -
         x = to_model_space(torch.from_numpy(clip))
         small = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         clips.append(to_uint8(F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)).numpy())
-    base = score_pairs(real, ClipSet(clips, list(real.sources), real.fps), pixel)
+    baseline = ClipSet(clips, list(real.sources), real.fps)
+    base = score_pairs(real, baseline, pixel) if pixel else {}
     for m in pixel:
         pending.metrics[m]["bilinear"] = base[m]["pairs"]
+    if "fvd" in opts.metrics:
+        feats = i3d_features(fvd_clips(baseline.clips, opts.fvd_frames).clips, network, opts.batch_size,
+                             _bar(progress, "I3D features, bilinear"))
+        pending.metrics["fvd"]["bilinear"] = fvd(pending.real_features, feats)
     pending.metrics["bilinear_size"] = {"height": size[0], "width": size[1], "values": 3 * size[0] * size[1],
                                         "latent_values": c * (h // f) * (w // f)}
 

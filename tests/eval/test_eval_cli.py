@@ -262,3 +262,20 @@ def test_a_failing_metric_leaves_no_file_behind(standin, tmp_path, capsys):
                         "--real-features", tmp_path / "res" / "cache.npz", "-o", out], capsys)
     assert code == 2 and "at least 2 clips" in err
     assert not (tmp_path / "res").exists() or not list((tmp_path / "res").iterdir())
+
+
+def test_reconstruct_scores_fvd_beside_bilinear(standin, tmp_path, capsys):
+    """An autoencoder's reconstructions (here a tiny diffusers AutoencoderKL, on the clips --data
+    names): FVD of its reconstructions and of bilinear ones, against the same real features."""
+    diffusers = pytest.importorskip("diffusers", reason="the diffusers extra is not installed")
+    torch.manual_seed(0)
+    diffusers.AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                            layers_per_block=1).save_pretrained(tmp_path / "kl")
+    out = tmp_path / "rec.json"
+    code, _, err = run(["--ckpt", tmp_path / "kl", "--task", "reconstruct", "--data", "configs/autoencoder/tiny.yaml",
+                        "--metrics", "psnr,fvd", "--num", 4, "--fvd-model", standin, "-o", out], capsys)
+    assert code == 0, err
+    m = json.loads(out.read_text())["metrics"]
+    assert m["fvd"]["value"] > 0 and m["fvd"]["bilinear"] > 0 and m["fvd"]["value"] != m["fvd"]["bilinear"]
+    assert np.isfinite(m["psnr"]["bilinear"])
