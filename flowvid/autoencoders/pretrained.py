@@ -12,7 +12,6 @@ interface as flowvid's own (`LatentSpace`): nothing is downloaded.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -88,11 +87,7 @@ class PretrainedAutoencoder(LatentSpace):
             self.latent_mean.copy_(torch.tensor(c.latents_mean))
             self.latent_std.copy_(torch.tensor(c.latents_std))
         self._reach: Reach | None = None
-        self.to(self.latent_mean.device if model.device.type == "cpu" else model.device)
-
-    def frames_for(self, n: int) -> int:
-        """The number of frames n latent frames decode to."""
-        return 1 + self.temporal_factor * (n - 1)
+        self.to(model.device)  # the statistics where the network is
 
     @torch.no_grad()
     def encode_means(self, x: Tensor, chunk: int = 16) -> Tensor:
