@@ -29,7 +29,7 @@ def test_bad_override_exits_2_with_one_line(capsys):
 
 
 def test_path_stats_reports_measured_and_closed_form(capsys):
-    assert main(["path-stats", "-c", "configs/demo.yaml", "--frames", "8", "--draws", "200"]) == 0
+    assert main(["path-stats", "-c", "configs/balls.yaml", "--frames", "8", "--draws", "200"]) == 0
     out = capsys.readouterr().out
     assert "measured" in out and "closed form" in out and "F -> inf" in out
 

@@ -56,3 +56,16 @@ def test_missing_and_cyclic_files(tmp_path):
 @pytest.mark.parametrize("name", ["base", "tiny", "demo", "path/full_sequence", "path/autoregressive", "model/tiny"])
 def test_shipped_configs_load(name):
     load_config(f"configs/{name}.yaml")
+
+
+def test_the_demo_configs_fit_together():
+    """make demo trains configs/autoencoder/demo.yaml, encodes with it, and trains configs/demo.yaml on
+    the latents: the flow model's input is the autoencoder's latent, at the paths the Makefile writes."""
+    from pathlib import Path
+
+    flow, ae = load_config("configs/demo.yaml"), load_config("configs/autoencoder/demo.yaml")
+    a = ae.autoencoder
+    assert (flow.model.in_channels, flow.model.height, flow.model.width) == \
+        (a.latent_channels, ae.data.height // a.downsample, ae.data.width // a.downsample)
+    make = Path("Makefile").read_text()
+    assert f"-o {flow.model.autoencoder}\n" in make and f"-o {flow.data.latents}\n" in make

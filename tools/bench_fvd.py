@@ -1,6 +1,6 @@
 """How many clips a stable FVD needs, and what the feature network costs on this machine.
 
-For each synthetic set (the clips `flowvid eval` takes as real data for configs/demo.yaml: the
+For each synthetic set (the clips `flowvid eval` takes as real data for configs/balls.yaml: the
 eval stream, 16x16 frames as configs/model/tiny.yaml sets them, 8-16 frames long), I3D features
 of 2 x max(N) clips; then the FVD of two disjoint halves of the same real set as N grows (the
 noise floor: any two sets of N real clips score about this much), over several random splits.
@@ -42,7 +42,7 @@ def features(kind: str, n: int, network, out: Path, batch: int) -> np.ndarray:
     cache = out / f"features_{kind}_{n}.npz"
     if cache.is_file():
         return np.load(cache)["features"]
-    cfg = load_config(["configs/demo.yaml"], [f"data.synthetic.kind={kind}"])
+    cfg = load_config(["configs/balls.yaml"], [f"data.synthetic.kind={kind}"])
     real = fvd_clips(real_from_config(cfg, n).clips)
     t0 = time.perf_counter()
     f = i3d_features(real.clips, network, batch)
@@ -64,7 +64,7 @@ def main() -> None:
     torch.manual_seed(0)
     network = load_i3d()
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    cfg = load_config(["configs/demo.yaml"])
+    cfg = load_config(["configs/balls.yaml"])
     sample = fvd_clips(real_from_config(cfg, 8).clips).clips
     for b, s in time_per_clip(network, sample, [1, 4, 8]).items():
         print(f"I3D forward, batch {b}: {s:.3f} s per 16-frame clip")

@@ -1,6 +1,6 @@
 """What the faster sampler settings change in trained models' samples, beside their cost.
 
-Two models trained alike on bouncing balls (`configs/demo.yaml`): an insertion model (--ckpt)
+Two models trained alike on bouncing balls (`configs/balls.yaml`): an insertion model (--ckpt)
 and a full-sequence baseline (--baseline, `path.kind=full_sequence`). The insertion model draws
 its lengths with its learned rate; the baseline samples, with the same seeds, clips of the same
 lengths, so both settle the same number of frames. For the insertion settings the exact rule is

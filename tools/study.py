@@ -144,7 +144,7 @@ class Study:
     # -- data ----------------------------------------------------------------------------
 
     def balls(self) -> tuple[list[str], list[str]]:
-        return [str(ROOT / "configs" / "demo.yaml")], [*self.s.model, f"data.synthetic.num_clips={self.s.clips}"]
+        return [str(ROOT / "configs" / "balls.yaml")], [*self.s.model, f"data.synthetic.num_clips={self.s.clips}"]
 
     def length_toy(self) -> str:
         """Bouncing-ball videos of LENGTHS frames only, written as files, one manifest."""
@@ -192,7 +192,7 @@ class Study:
         over = [*self.s.length_model, "data.source=manifest", f"data.manifest={manifest}", "data.clip_mode=whole",
                 f"data.min_frames={min(LENGTHS)}", f"data.max_frames={max(LENGTHS)}", "data.fps=8",
                 f"train.max_tflops={self.s.length_tflops}"]
-        facts = self.train("lengths", [str(ROOT / "configs" / "demo.yaml")], over)
+        facts = self.train("lengths", [str(ROOT / "configs" / "balls.yaml")], over)
         res = self.eval("lengths", facts["model"], "length")
         fake = np.array(res["fake"]["lengths"])
         near = np.abs(fake[:, None] - np.array(LENGTHS)[None]).min(1) <= 1
@@ -207,7 +207,7 @@ class Study:
         train_m, val_m = self.real_tiles()
         real = [*self.s.real_model, "data.source=manifest", f"data.manifest={train_m}", f"data.val_manifest={val_m}",
                 "data.height=32", "data.width=32", "model.height=32", "model.width=32"]
-        models["real"] = self.train("real_insertion", [str(ROOT / "configs" / "demo.yaml")], real)["model"]
+        models["real"] = self.train("real_insertion", [str(ROOT / "configs" / "balls.yaml")], real)["model"]
         rows = {}
         for data, model in models.items():
             for k in (2, 4):
