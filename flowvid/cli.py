@@ -199,9 +199,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate-guidance", action="store_true", help="apply --cfg to log lambda as well")
     p.add_argument("--skip", type=float, default=0.0, metavar="THRESHOLD",
                    help="adaptive step skipping: reuse velocities that changed less than this (e.g. 0.05; 0 = off)")
-    p.add_argument("--tail-steps", type=int, default=0, metavar="M",
+    p.add_argument("--tail-steps", type=int, default=-1, metavar="M",
                    help="at most M steps after the last insertion step; frames inserted late finish in "
-                        "fewer, larger steps (e.g. steps/4; 0 = as many as they need, up to --steps)")
+                        "fewer, larger steps (default -1: a quarter of --steps; 0 = as many as they need)")
 
 
 def _device(text: str) -> str:
@@ -557,8 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=0, help="extend: given frames per clip (default: half)")
     p.add_argument("--learned", action="store_true",
                    help="interpolate: the model decides each gap's count; scored on the frames nearest in time")
-    p.add_argument("--tail-steps", type=int, default=0, metavar="M",
-                   help="sampler: at most M steps after the last insertion step (0 = the exact rule)")
+    p.add_argument("--tail-steps", type=int, default=-1, metavar="M",
+                   help="sampler: at most M steps after the last insertion step (default -1: a quarter of "
+                        "--steps; 0 = the exact rule)")
     p.add_argument("--skip", type=float, default=0.0, metavar="THRESHOLD",
                    help="sampler: adaptive step skipping (0 = off)")
     p.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for FVD (default 16)")

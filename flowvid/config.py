@@ -380,11 +380,14 @@ class SamplingConfig:
     kappa: str = ""  # insertion scheduler while sampling; "" = the one the model trained with (path.kappa)
     rate_guidance: bool = False  # classifier-free guidance on log lambda too
     skip_threshold: float = 0.0  # adaptive step skipping: reuse velocities that changed less than this
-    tail_steps: int = 0  # evaluations after the last insertion step; late frames take larger steps. 0 = as needed
+    # at most this many steps after the last insertion step (late frames take larger steps):
+    # -1 = a quarter of the sampler's steps, 0 = as many as the frames need
+    tail_steps: int = -1
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        if self.tail_steps < 0:
-            yield "tail_steps", f"must be >= 0 (0 = as many as the frames need, up to --steps), got {self.tail_steps}"
+        if self.tail_steps < -1:
+            yield "tail_steps", (f"must be >= -1 (-1 = a quarter of --steps, 0 = as many as the frames need), "
+                                 f"got {self.tail_steps}")
         if self.kappa not in ("",) + tuple(k.value for k in KappaName):
             yield "kappa", f"must be one of {[k.value for k in KappaName]} (or empty: the model's), got {self.kappa!r}"
         if self.skip_threshold < 0:

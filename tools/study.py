@@ -135,8 +135,10 @@ class Study:
         out = self.work / "eval" / f"{name}.json"
         cache = self.work / "eval" / f"real_{extra_key(extra)}.npz"
         fvd = ["--real-features", cache] if "fvd" in metrics else []
+        # the study samples with the exact rule (--tail-steps 0) unless a row says otherwise (a later
+        # --tail-steps wins), as its results were made before the quarter-of-the-steps default
         argv = self.record(self.flowvid("eval", "--ckpt", model, "--metrics", metrics, "--num", self.s.num,
-                                        "--steps", self.s.steps, *fvd, *extra, "-o", out))
+                                        "--steps", self.s.steps, "--tail-steps", 0, *fvd, *extra, "-o", out))
         if not out.is_file():
             self.run(argv, f"eval_{name}")
         return json.loads(out.read_text())

