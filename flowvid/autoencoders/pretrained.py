@@ -179,15 +179,16 @@ def tiled_frames(decode: Callable[[Tensor], Tensor], z: Tensor, chunk: int, reac
     cuts = list(range(0, n, chunk)) + [n]
     held: Tensor | None = None  # the previous tile's frames over the blend before this cut
     for c0, c1 in zip(cuts, cuts[1:]):
-        start = max(c0 - blend, 0) if c0 else 0  # the latents this tile emits: [start, stop)
+        start = max(c0 - blend, 0)  # the latents this tile emits: [start, stop)
         stop = c1 if c1 == n else c1 - blend  # the blend before the next cut waits for the next tile
         a, b = max(start - reach.back, 0), min(c1 + reach.ahead, n)
         frames = decode(z[a:b])
-        base = t * a  # the tile's frame 0 is output frame T a (its first latent decodes to one frame)
-        out = frames[_first_frame(start, t) - base:_first_frame(stop, t) - base]
+        # tile frame i is output frame T a + i (its first latent decodes to one frame)
+        lo, hi, end = (_first_frame(j, t) - t * a for j in (start, stop, c1))
+        out = frames[lo:hi]
         if held is not None:
             k = held.shape[0]
             w = (torch.arange(1, k + 1, device=out.device, dtype=out.dtype) / (k + 1)).view(-1, 1, 1, 1)
             out = torch.cat([held * (1 - w) + out[:k] * w, out[k:]])
-        held = frames[_first_frame(stop, t) - base:_first_frame(c1, t) - base] if c1 < n else None
+        held = frames[hi:end] if c1 < n else None
         yield out

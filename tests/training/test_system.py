@@ -193,10 +193,12 @@ def two_nodes(run_dir, *args, script=("-m", "flowvid.cli"), strategy="ddp", env=
     return outs
 
 
-def one_process_on_both_ranks_batches(tmp_path, steps) -> FlowceptionModule:
-    cfg = tiny(*steps)
+def one_process_on_both_ranks_batches(tmp_path, steps, cfg=None, module_class=FlowceptionModule):
+    """The module (default: the flow model of configs/tiny.yaml with `steps`) trained in one process on
+    the union of the two ranks' batches."""
+    cfg = cfg or tiny(*steps)
     L.seed_everything(cfg.seed, verbose=False)  # as flowvid train does before building the model
-    module = FlowceptionModule(cfg)
+    module = module_class(cfg)
     trainer = L.Trainer(max_steps=cfg.trainer["max_steps"], accelerator="cpu", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, use_distributed_sampler=False, default_root_dir=tmp_path)
@@ -235,13 +237,9 @@ def test_the_autoencoder_on_two_gloo_processes_equals_one_process_on_the_same_gl
     assert_same_params({k: fsdp[k] for k in ddp}, ddp, atol=1e-5)
     cfg = load_config(config, [*FAST, *steps])
     L.seed_everything(cfg.seed, verbose=False)
-    fresh = AutoencoderModule(cfg)
-    before = {k: v.clone() for k, v in state(fresh, "model").items() if k in ddp}
-    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        use_distributed_sampler=False, default_root_dir=tmp_path)
-    trainer.fit(fresh, datamodule=MergedRanks(cfg))
-    got = {k: v for k, v in state(fresh, "model").items() if k in ddp}
+    before = {k: v for k, v in state(AutoencoderModule(cfg), "model").items() if k in ddp}
+    single = one_process_on_both_ranks_batches(tmp_path, steps, cfg, AutoencoderModule)
+    got = {k: v for k, v in state(single, "model").items() if k in ddp}
     assert_same_params(ddp, got, atol=1e-5)
     assert max((ddp[k] - before[k]).abs().max().item() for k in ddp) > 1e-3  # it trained
 
