@@ -231,10 +231,14 @@ class StepModule(L.LightningModule):
 
     def grad_sync(self, last: bool):
         """DDP averages the gradients over ranks in a step's last backward only; FSDP reduces each
-        backward's gradients to the shards, where they add up."""
+        backward's gradients to the shards, where they add up, except with compiled blocks: there it
+        too keeps unsharded gradients until the last backward (FSDP.no_sync, more memory), because
+        dynamo cannot trace a parameter gathered whole whose gradient is still a shard."""
         strategy = self.trainer.strategy
         if last or not isinstance(strategy, ParallelStrategy):
             return contextlib.nullcontext()
+        if isinstance(self.model, FSDP) and self.cfg.train.compile:
+            return self.model.no_sync()
         return strategy.block_backward_sync()
 
     def skip(self, opt, what: str) -> None:
