@@ -97,6 +97,9 @@ class AutoencoderConfig:
     channels: List[int] = field(default_factory=lambda: [32, 64, 64])  # per level, full resolution first
     blocks: int = 1  # residual blocks per level
     temporal_kernel: int = 3  # frames each causal temporal layer sees (itself and the ones before)
+    # frames a latent frame stands for: 1 + T k frames encode to 1 + k latent frames (frame 0 alone).
+    # 1 keeps latents per frame, which the tools that place given frames one by one need
+    temporal_factor: int = 1
     bottleneck: Bottleneck = Bottleneck.kl
     kl_weight: float = 1.0e-6
     scale_weights: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # L1 at 1/4, 1/2, full
@@ -115,6 +118,8 @@ class AutoencoderConfig:
                                f"norm), full resolution first; got {list(self.channels)}")
         if self.in_channels < 1 or self.latent_channels < 1 or self.blocks < 1 or self.temporal_kernel < 1:
             yield "latent_channels", "in_channels, latent_channels, blocks and temporal_kernel must be >= 1"
+        if not 1 <= self.temporal_factor <= 16:
+            yield "temporal_factor", f"must be 1 (per-frame latents) to 16, got {self.temporal_factor}"
         if len(self.scale_weights) != 3 or any(w < 0 for w in self.scale_weights) or self.scale_weights[-1] <= 0:
             yield "scale_weights", (f"are three weights >= 0 for the 1/4, 1/2 and full-resolution outputs, the last "
                                     f"> 0; got {list(self.scale_weights)}")

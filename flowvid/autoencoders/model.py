@@ -1,7 +1,10 @@
 """A video autoencoder: a per-frame encoder and a multi-scale decoder with causal temporal layers.
 
-- Latents are per frame, (F, c, H / f, W / f): the insertion path inserts whole frames, so a frame
-  must have latents of its own.
+- Latents are per frame by default, (F, c, H / f, W / f): the insertion path inserts whole frames,
+  and the tools that place given frames one by one need a latent frame per frame. With a temporal
+  factor T > 1 (`autoencoder.temporal_factor`), a clip of 1 + T k frames encodes to 1 + k latent
+  frames: frame 0 alone, then frames 1..T, T+1..2T, ... (as causal video autoencoders do); the
+  encoder stacks each group's per-frame features along channels, the decoder unstacks them.
 - The decoder works coarse to fine and outputs RGB at 1/4, 1/2 and full resolution, each scale
   adding a residual to the last one upsampled, so it can stop early: `decode(z, scale=0.25)`
   is a cheap preview.
@@ -14,6 +17,7 @@ its clip; a temporal layer never mixes frames of two clips.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -41,6 +45,34 @@ class Encoded:
         if self.logvar is None:
             return self.mean.new_zeros(())
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1 - self.logvar).mean()
+
+
+def latent_groups(pos: Tensor, factor: int) -> Tensor:
+    """(n, T) the frames each latent frame encodes, as indices into the packed frames: a clip's frame 0
+    alone (T times), then frames 1..T, T+1..2T, ...; pos (M,) each frame's index within its clip."""
+    starts = ((pos == 0) | ((pos - 1) % factor == 0)).nonzero().flatten()  # (n,)
+    offsets = torch.arange(factor, device=pos.device)
+    groups = starts[:, None] + torch.where((pos[starts] == 0)[:, None], 0, offsets)  # (n, T)
+    expected = torch.where((pos[starts] == 0)[:, None], 0, pos[starts][:, None] + offsets)
+    if groups.max() >= pos.shape[0] or not torch.equal(pos[groups], expected):
+        raise ValueError(f"with temporal_factor {factor} each clip must have 1 + {factor} k frames (frame 0, then "
+                         f"groups of {factor}); got frames at clip positions {pos.tolist()}")
+    return groups
+
+
+def frame_positions(latent_pos: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """The frames latent frames decode to: (kept (n * T,) bool over the T slots of each latent frame,
+    pos (m,) the kept frames' indices within their clip). Latent 0 keeps its first slot, frame 0;
+    latent p its T slots, frames 1 + T (p - 1) + r."""
+    slots = torch.arange(factor, device=latent_pos.device)
+    pos = (1 + factor * (latent_pos[:, None] - 1) + slots).clamp_min(0)  # (n, T)
+    kept = (latent_pos[:, None] > 0) | (slots == 0)
+    return kept.flatten(), pos.flatten()[kept.flatten()]
+
+
+def num_latents(frames: int, factor: int) -> int:
+    """Latent frames of a clip of 1 + T k frames: 1 + k."""
+    return 1 + (frames - 1) // factor
 
 
 def clip_positions(cu_seqlens: list[int], device=None) -> Tensor:
@@ -94,11 +126,13 @@ class CausalTemporalMix(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Per frame: (M, 3, H, W) -> (M, 2c or c, H / f, W / f), f = 2^(levels)."""
+    """(M, 3, H, W) -> (n, 2c or c, H / f, W / f), f = 2^(levels): a per-frame body, then each latent
+    frame's group of T frames (latent_groups) stacked along channels into the output convolution."""
 
     def __init__(self, cfg):
         super().__init__()
         ch = list(cfg.channels)
+        self.factor = cfg.temporal_factor
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
         layers = []
         for i in range(cfg.levels):
@@ -107,14 +141,20 @@ class Encoder(nn.Module):
         layers += [ResBlock(ch[-1], ch[-1]) for _ in range(cfg.blocks)]
         self.body = nn.Sequential(*layers)
         out = cfg.latent_channels * (2 if cfg.bottleneck.value == "kl" else 1)
-        self.conv_out = nn.Sequential(nn.GroupNorm(8, ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], out, 3, padding=1))
+        self.conv_out = nn.Sequential(nn.GroupNorm(8, ch[-1]), nn.SiLU(),
+                                      nn.Conv2d(ch[-1] * self.factor, out, 3, padding=1))
         if cfg.bottleneck.value == "kl":  # log-variance starts at -6 (std 0.05): a unit-variance draw would
             # drown the small initial means, and the decoder would first learn from noise
             # (16x16 balls, 750 steps: 17.3 dB from log-variance 0, 19.1 dB from -6)
             nn.init.constant_(self.conv_out[2].bias[cfg.latent_channels:], -6.0)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv_out(self.body(self.conv_in(x)))
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        """x (M, 3, H, W), pos (M,) each frame's index within its clip."""
+        norm, act, conv = self.conv_out
+        h = act(norm(self.body(self.conv_in(x))))  # (M, C, h, w)
+        if self.factor > 1:
+            h = h[latent_groups(pos, self.factor)].flatten(1, 2)  # (n, T*C, h, w)
+        return conv(h)
 
 
 class DecoderStage(nn.Module):
@@ -140,8 +180,8 @@ class Decoder(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         ch = list(reversed(cfg.channels))  # coarsest first
-        self.levels = cfg.levels
-        self.conv_in = nn.Conv2d(cfg.latent_channels, ch[0], 3, padding=1)
+        self.levels, self.factor = cfg.levels, cfg.temporal_factor
+        self.conv_in = nn.Conv2d(cfg.latent_channels, ch[0] * self.factor, 3, padding=1)
         self.stages = nn.ModuleList(DecoderStage(ch[max(i - 1, 0)] if i else ch[0], ch[i], cfg.blocks,
                                                  cfg.temporal_kernel) for i in range(cfg.levels + 1))
         self.up = nn.ModuleList(nn.Conv2d(ch[i], ch[i], 3, padding=1) for i in range(cfg.levels))
@@ -151,9 +191,14 @@ class Decoder(nn.Module):
         self.heads = nn.ModuleList(nn.Conv2d(ch[i], 3, 3, padding=1) for i in range(cfg.levels - 2, cfg.levels + 1))
 
     def forward(self, z: Tensor, pos: Tensor, scale: float = 1.0, carry: dict | None = None) -> list[Tensor]:
-        """[rgb at 1/4, 1/2, 1] up to `scale` (one of SCALES), each (M, 3, H * s, W * s)."""
+        """[rgb at 1/4, 1/2, 1] up to `scale` (one of SCALES), each (M, 3, H * s, W * s); z (n, c, h, w)
+        latent frames at positions pos (n,) within their clips, M their frames (frame_positions)."""
         outs: list[Tensor] = []
         h = self.conv_in(z)
+        if self.factor > 1:  # each latent frame's T frames, stacked along channels by the encoder
+            kept, pos = frame_positions(pos, self.factor)
+            h = h.unflatten(1, (self.factor, -1)).flatten(0, 1)[kept]  # (M, C, h, w)
+        pos = pos.to(h.device)  # no-op but when counting FLOPs on the meta device (positions on the host)
         for i, stage in enumerate(self.stages):
             if i:
                 h = self.up[i - 1](F.interpolate(h, scale_factor=2.0, mode="nearest"))
@@ -224,10 +269,16 @@ class VideoAutoencoder(LatentSpace):
     def downsample(self) -> int:
         return self.cfg.downsample
 
-    def encode(self, x: Tensor) -> Encoded:
-        """Per frame; x (M, 3, H, W) with H, W multiples of the downsampling factor."""
+    @property
+    def temporal_factor(self) -> int:
+        return self.cfg.temporal_factor
+
+    def encode(self, x: Tensor, pos: Tensor | None = None) -> Encoded:
+        """x (M, 3, H, W) with H, W multiples of the downsampling factor -> n latent frames; pos (M,)
+        each frame's index within its clip (None: one clip from frame 0). Per frame when T = 1."""
         self._check_frames(x)
-        h = self.encoder(x)
+        pos = torch.arange(x.shape[0], device=x.device) if pos is None else pos
+        h = self.encoder(x, pos)
         if self.cfg.bottleneck.value == "kl":
             mean, logvar = h.chunk(2, dim=1)
             return Encoded(mean, logvar.clamp(-30.0, 20.0))
@@ -235,16 +286,17 @@ class VideoAutoencoder(LatentSpace):
 
     def decode(self, z: Tensor, cu_seqlens: list[int] | None = None, scale: float = 1.0,
                chunk: int = 0) -> Tensor:
-        """Frames (M, 3, H * scale, W * scale) in about [-1, 1]; z (M, c, h, w) packed clips
-        (one clip without cu_seqlens). chunk > 0 decodes one clip `chunk` frames at a time."""
+        """Frames (M, 3, H * scale, W * scale) in about [-1, 1]; z (n, c, h, w) latent frames of packed
+        clips, cu_seqlens their boundaries in latent frames (one clip without). chunk > 0 decodes one
+        clip `chunk` latent frames at a time."""
         if chunk:
             return torch.cat(list(self.decode_chunks(z, chunk, scale)))
         cu = [0, z.shape[0]] if cu_seqlens is None else list(cu_seqlens)
         return self.decoder(z, clip_positions(cu, z.device), self._scale(scale))[-1]
 
     def decode_chunks(self, z: Tensor, chunk: int, scale: float = 1.0) -> Iterator[Tensor]:
-        """One clip's frames, `chunk` at a time; equal to decode(z) cut into chunks. Each temporal
-        layer carries its last temporal_kernel - 1 input frames into the next chunk."""
+        """One clip's frames, `chunk` latent frames at a time; equal to decode(z) cut into chunks. Each
+        temporal layer carries its last temporal_kernel - 1 input frames into the next chunk."""
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1 frames, got {chunk}")
         scale, carry = self._scale(scale), {}
@@ -254,18 +306,25 @@ class VideoAutoencoder(LatentSpace):
             yield self.decoder(part, pos, scale, carry)[-1]
 
     def encode_means(self, x: Tensor, chunk: int = 16) -> Tensor:
-        """Posterior means (F, c, h, w) of frames x (F, 3, H, W), `chunk` frames at a time (each on the
-        autoencoder's device; the result where x is): memory does not grow with the length."""
-        device = self.latent_mean.device
-        return torch.cat([self.encode(x[i:i + chunk].to(device)).mean.to(x.device) for i in range(0, x.shape[0], chunk)])
+        """Posterior means (n, c, h, w) of one clip's frames x (F, 3, H, W), F = 1 + T (n - 1), `chunk`
+        latent frames at a time (each on the autoencoder's device; the result where x is): memory does
+        not grow with the length."""
+        device, t = self.latent_mean.device, self.temporal_factor
+        if (x.shape[0] - 1) % t:
+            raise ValueError(f"with temporal_factor {t} a clip must have 1 + {t} k frames, got {x.shape[0]}")
+        n = num_latents(x.shape[0], t)
+        bounds = [0] + [1 + t * (i - 1) for i in range(chunk, n, chunk)] + [x.shape[0]]  # frames of chunk i
+        return torch.cat([self.encode(x[a:b].to(device), torch.arange(a, b, device=device)).mean.to(x.device)
+                          for a, b in zip(bounds, bounds[1:])])
 
     def forward(self, x: Tensor, cu_seqlens: list[int], generator: torch.Generator | None = None,
                 sample: bool = True):
-        """Training: (Encoded, [rgb at 1/4, 1/2, 1]) of packed frames x (M, 3, H, W), decoded from
-        a draw of the posterior (or its mean: sample=False)."""
-        enc = self.encode(x)
+        """Training: (Encoded, [rgb at 1/4, 1/2, 1]) of packed frames x (M, 3, H, W), each clip 1 + T k
+        frames, decoded from a draw of the posterior (or its mean: sample=False)."""
+        enc = self.encode(x, clip_positions(cu_seqlens, x.device))
         z = enc.sample(generator) if sample else enc.mean
-        return enc, self.decoder(z, clip_positions(cu_seqlens, x.device))
+        latent_cu = [0] + [num_latents(b - a, self.temporal_factor) for a, b in zip(cu_seqlens, cu_seqlens[1:])]
+        return enc, self.decoder(z, clip_positions(list(itertools.accumulate(latent_cu)), x.device))
 
     def _check_frames(self, x: Tensor) -> None:
         f, c = self.cfg.downsample, self.cfg.in_channels

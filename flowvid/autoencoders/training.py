@@ -5,7 +5,7 @@ flowvid.training.base's, the same as the flow model's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -13,7 +13,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.utils.flop_counter import FlopCounterMode
 
 from flowvid.autoencoders.losses import ReconstructionTerms, reconstruction_loss
-from flowvid.autoencoders.model import ResBlock, VideoAutoencoder
+from flowvid.autoencoders.model import ResBlock, VideoAutoencoder, clip_positions
 from flowvid.config import Config
 from flowvid.data.clips import PackedClips
 from flowvid.data.module import tokens_per_frame
@@ -34,6 +34,16 @@ class ReconstructionStats:
     flops: int
 
 
+def whole_groups(batch: PackedClips, factor: int) -> PackedClips:
+    """Each clip cut to its first 1 + T k frames: what an autoencoder with temporal factor T encodes."""
+    if factor == 1 or batch.num_clips == 0:
+        return batch
+    lengths = 1 + (batch.lengths - 1) // factor * factor  # (B,)
+    keep = clip_positions(batch.cu_seqlens.tolist()) < lengths.repeat_interleave(batch.lengths)  # (M,)
+    cu = torch.cat([batch.cu_seqlens[:1], lengths.cumsum(0).to(batch.cu_seqlens.dtype)])
+    return replace(batch, frames=batch.frames[keep.to(batch.frames.device)], cu_seqlens=cu)
+
+
 class AutoencoderModule(StepModule):
     fsdp_units = (ResBlock,)
 
@@ -43,6 +53,7 @@ class AutoencoderModule(StepModule):
 
     def accumulate(self, micro: list[PackedClips]) -> list[ReconstructionStats]:
         """Each frame of all micro-batches of all ranks counts the same in the step's loss."""
+        micro = [whole_groups(b, self.cfg.autoencoder.temporal_factor) for b in micro]
         counts = [float(b.frames.shape[0]) for b in micro]  # this rank's; the sum over ranks is the total
         total, world = self.reduce_counts(to_device(torch.tensor([sum(counts)]), self.device))
         total = total[0].clamp_min(1)
@@ -78,15 +89,18 @@ class AutoencoderModule(StepModule):
 
     def frame_flops(self, frames: Tensor) -> int:
         """Forward FLOPs of one frame of this size: torch's counter on a copy of the network on the
-        meta device (shapes only; the trained one may be sharded), once per size."""
+        meta device (shapes only; the trained one may be sharded), once per size, from a clip of
+        1 + T frames."""
         size = tuple(frames.shape[-2:])
         if size not in self._frame_flops:
+            n = 1 + self.cfg.autoencoder.temporal_factor
             with torch.device("meta"):
                 net = VideoAutoencoder(self.cfg.autoencoder)
-                x = torch.zeros(1, *frames.shape[1:])
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                net(x, [0, 1])
-            self._frame_flops[size] = counter.get_total_flops()
+                x = torch.zeros(n, *frames.shape[1:])
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:  # positions on the host: grouping
+                z = net.encode(x, torch.arange(n)).mean  # frames needs their values, which meta tensors lack
+                net.decoder(z, torch.arange(2))
+            self._frame_flops[size] = counter.get_total_flops() // n
         return self._frame_flops[size]
 
     # -- validation ---------------------------------------------------------------------------
@@ -96,6 +110,7 @@ class AutoencoderModule(StepModule):
 
     def validation_step(self, batch: PackedClips, batch_idx: int) -> None:
         """EMA reconstructions from the posterior mean: the loss and the PSNR over all frames."""
+        batch = whole_groups(batch, self.cfg.autoencoder.temporal_factor)
         if batch.num_clips == 0:  # every read failed: under FSDP, join the other ranks' gathers
             if isinstance(self.ema, FSDP):
                 blank = torch.zeros(1, 3, self.cfg.data.height, self.cfg.data.width, device=self.device)

@@ -259,9 +259,13 @@ def _pick(real: dict[str, Path], fake: dict[str, Path], num: int, paired: bool) 
 # ----------------------------------------------------------------------------- sampling
 
 
-def prepare_real(real: ClipSet, opts: EvalOptions) -> ClipSet:
-    """Interpolation scores against each clip cut after its last kept frame (FVD included); extension
-    needs clips longer than the context. Refused here, before any sampling."""
+def prepare_real(real: ClipSet, opts: EvalOptions, temporal_factor: int = 1) -> ClipSet:
+    """Interpolation scores against each clip cut after its last kept frame (FVD included); an
+    autoencoder with temporal factor T > 1 against each clip's first 1 + T k frames, what it encodes;
+    extension needs clips longer than the context. Refused here, before any sampling."""
+    if opts.task == "reconstruct" and temporal_factor > 1:
+        t = temporal_factor
+        return dataclasses.replace(real, clips=[c[:1 + (len(c) - 1) // t * t] for c in real.clips])
     if opts.task == "interpolate":
         cut = [subsample(c, opts.stride).reference for c in real.clips]
         return dataclasses.replace(real, clips=cut)
@@ -488,7 +492,8 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
     if "physics" in opts.metrics and not (d.source.value == "synthetic" and d.synthetic.kind == "balls"):
         raise UsageError("the physics score is for bouncing balls: the data must be the synthetic balls set "
                          "(data.synthetic.kind=balls)")
-    real = prepare_real(real_from_config(real_cfg, opts.num), opts)
+    real = prepare_real(real_from_config(real_cfg, opts.num), opts,
+                        model.temporal_factor if opts.task == "reconstruct" else 1)
     t1 = time.perf_counter()
     fake = sample_task(model, cfg, real, opts, progress)
     t2 = time.perf_counter()
@@ -511,9 +516,6 @@ def _pretrained_config(ae, ckpt, data: str | None):
     if not data or not str(data).endswith((".yaml", ".yml")):
         raise UsageError(f"{ckpt} is a pretrained autoencoder with no data of its own: name the clips with "
                          "--data CONFIG.yaml")
-    if ae.temporal_factor > 1:
-        raise UsageError(f"{ckpt} makes one latent frame per {ae.temporal_factor} frames; --task reconstruct "
-                         "pairs frame for frame and takes autoencoders with per-frame latents")
     cfg = load_config([Path(data)])
     cfg.kind = ModelKind.autoencoder
     return cfg
@@ -522,8 +524,8 @@ def _pretrained_config(ae, ckpt, data: str | None):
 def _bilinear_baseline(real: ClipSet, ae, opts: EvalOptions, pending: Pending, network=None,
                        progress: Progress | None = None) -> None:
     """Beside an autoencoder's scores: bilinear down- and upsampling that keeps at least as many
-    values a frame as the latents (c (H/f)(W/f) <= 3 h w, the aspect kept), scored the same way
-    (FVD against the same real features)."""
+    values a frame as the latents (c (H/f)(W/f) / T <= 3 h w, T frames a latent frame, the aspect
+    kept), scored the same way (FVD against the same real features)."""
     import torch
     import torch.nn.functional as F
 
@@ -532,9 +534,9 @@ def _bilinear_baseline(real: ClipSet, ae, opts: EvalOptions, pending: Pending, n
     pixel = [m for m in ("psnr", "ssim") if m in opts.metrics]
     if not pixel and "fvd" not in opts.metrics:
         return
-    f, c = ae.downsample, ae.latent_channels
+    f, c, t = ae.downsample, ae.latent_channels, ae.temporal_factor
     h, w = real.clips[0].shape[1:3]
-    size = (math.ceil(h / f * math.sqrt(c / 3)), math.ceil(w / f * math.sqrt(c / 3)))
+    size = (math.ceil(h / f * math.sqrt(c / t / 3)), math.ceil(w / f * math.sqrt(c / t / 3)))
     clips = []
     for clip in real.clips:
         x = to_model_space(torch.from_numpy(clip))
@@ -549,7 +551,7 @@ def _bilinear_baseline(real: ClipSet, ae, opts: EvalOptions, pending: Pending, n
                              _bar(progress, "I3D features, bilinear"))
         pending.metrics["fvd"]["bilinear"] = fvd(pending.real_features, feats)
     pending.metrics["bilinear_size"] = {"height": size[0], "width": size[1], "values": 3 * size[0] * size[1],
-                                        "latent_values": c * (h // f) * (w // f)}
+                                        "latent_values": c * (h // f) * (w // f) / t}
 
 
 def evaluate_folders(real_path: str | Path, fake_path: str | Path, out: str | Path, opts: EvalOptions,

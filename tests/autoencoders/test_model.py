@@ -70,3 +70,54 @@ def test_bad_frames_and_scales_are_named():
         model.encode(torch.zeros(2, 3, 18, 16))
     with pytest.raises(ValueError, match=r"scale must be one of"):
         model.decode(torch.zeros(2, 4, 4, 4), scale=0.3)
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_a_temporal_factor_groups_frame_0_alone_then_t_frames_a_latent_frame(factor):
+    model = autoencoder(f"autoencoder.temporal_factor={factor}")
+    x = torch.rand(1 + 3 * factor, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = model.encode(x).mean
+        assert z.shape == (4, 4, 4, 4)
+        for frame, latent in ((0, 0), (1, 1), (factor, 1), (factor + 1, 2), (3 * factor, 3)):
+            moved = x.clone()
+            moved[frame] += 0.5
+            changed = (model.encode(moved).mean - z).flatten(1).abs().amax(1) > 1e-6
+            assert changed.nonzero().flatten().tolist() == [latent], (frame, changed)
+        assert model.decode(z).shape == x.shape
+        assert [model.decode(z[:n]).shape[0] for n in (1, 2, 3)] == [1, 1 + factor, 1 + 2 * factor]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_with_a_temporal_factor_chunked_coding_equals_whole_coding(chunk):
+    model = autoencoder("autoencoder.temporal_factor=2")
+    x = torch.rand(1 + 2 * 6, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = model.encode(x).mean
+        torch.testing.assert_close(model.encode_means(x, chunk), z, rtol=1e-5, atol=1e-5)
+        full = model.decode(z)
+        parts = list(model.decode_chunks(z, chunk))
+        assert [p.shape[0] for p in parts] == [2 * min(chunk, 7 - s) - (s == 0) for s in range(0, 7, chunk)]
+        torch.testing.assert_close(torch.cat(parts), full, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.reconstruct(x, chunk), full, rtol=1e-5, atol=1e-5)
+
+
+def test_with_a_temporal_factor_packed_clips_keep_their_own_frames():
+    """Clips of 1, 4 and 10 frames (T = 3) packed: 1, 2 and 4 latent frames; each decodes as if alone."""
+    model = autoencoder("autoencoder.temporal_factor=3")
+    clips = [torch.rand(n, 3, 16, 16) * 2 - 1 for n in (1, 4, 10)]
+    with torch.no_grad():
+        enc, outs = model(torch.cat(clips), [0, 1, 5, 15], sample=False)
+        assert enc.mean.shape[0] == 7 and outs[-1].shape[0] == 15
+        alone = torch.cat([model.decode(model.encode(c).mean) for c in clips])
+        torch.testing.assert_close(outs[-1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_frames_that_do_not_fill_the_last_group_are_refused():
+    model = autoencoder("autoencoder.temporal_factor=2")
+    with pytest.raises(ValueError, match=r"1 \+ 2 k frames"):
+        model.encode(torch.zeros(4, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"1 \+ 2 k frames"):
+        model.encode_means(torch.zeros(6, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"1 \+ 2 k frames"):  # a clip of 2 packed before one of 3
+        model(torch.zeros(5, 3, 16, 16), [0, 2, 5])

@@ -173,5 +173,10 @@ def test_eval_reconstruct_scores_a_pretrained_autoencoder_on_named_data(folders,
                  "--metrics", "psnr", "--num", "2", "-o", str(out)]) == 0
     psnr = json.loads(out.read_text())["metrics"]["psnr"]
     assert np.isfinite(psnr["pairs"]) and np.isfinite(psnr["bilinear"])
+    # a video autoencoder (T = 4) is scored on each clip's first 1 + 4 k frames, what it encodes
+    assert main(["eval", "--task", "reconstruct", "--ckpt", str(folders / "AutoencoderKLWan"), "--data",
+                 "configs/autoencoder/tiny.yaml", "--metrics", "psnr", "--num", "2", "-o", str(tmp_path / "wan.json")]) == 0
+    wan = json.loads((tmp_path / "wan.json").read_text())
+    assert wan["fake"]["lengths"] == wan["real"]["lengths"] and all((n - 1) % 4 == 0 for n in wan["real"]["lengths"])
     assert main(["eval", "--task", "reconstruct", "--ckpt", kl, "--metrics", "psnr", "-o", str(tmp_path / "x.json")]) == 2
     assert "name the clips with --data CONFIG.yaml" in capsys.readouterr().err

@@ -4,8 +4,10 @@ import torch
 import torch.nn.functional as F
 
 from flowvid.autoencoders.losses import downsampled
+from flowvid.autoencoders.training import whole_groups
 from flowvid.cli import main
 from flowvid.config import load_config
+from flowvid.data.clips import PackedClips
 from flowvid.data.datasets import EVAL_SEED_OFFSET
 from flowvid.data.synthetic import BouncingBalls
 from flowvid.errors import UsageError
@@ -116,3 +118,33 @@ def test_eval_scores_reconstructions(trained, tmp_path):
     assert main(["eval", "--ckpt", str(export), "--task", "reconstruct", "--metrics", "length", "--num", "4",
                  "-o", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_temporal_factor_trains_on_whole_groups_and_every_tool_cuts_clips_to_them(tmp_path):
+    """autoencoder.temporal_factor=3: training cuts each clip to its first 1 + 3 k frames; eval
+    scores reconstructions of the clips so cut (its bilinear baseline at a third of the latent values
+    a frame); data encode writes 1 + k latent frames a clip and says T."""
+    import json
+
+    clips = PackedClips(frames=torch.zeros(1 + 6 + 8, 3, 16, 16), cu_seqlens=torch.tensor([0, 1, 7, 15]),
+                        labels=torch.full((3,), -1), fps=torch.ones(3), sources=["a", "b", "c"], extras=[{}] * 3,
+                        seeds=torch.arange(3))
+    clips.frames[:, 0] = torch.arange(15.0)[:, None, None]
+    cut = whole_groups(clips, 3)
+    assert cut.cu_seqlens.tolist() == [0, 1, 5, 12]
+    assert cut.frames[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13]
+
+    factor = ["autoencoder.temporal_factor=3", "data.min_frames=4"]
+    run, export = tmp_path / "run", tmp_path / "m"
+    assert main(["train", "-c", "configs/autoencoder/tiny.yaml", "--run-dir", str(run), *FAST[:1],
+                 "trainer.max_steps=4", "trainer.limit_val_batches=1", "trainer.val_check_interval=4", *factor]) == 0
+    assert main(["export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "-o", str(export)]) == 0
+    out = tmp_path / "r.json"
+    assert main(["eval", "--ckpt", str(export), "--task", "reconstruct", "--metrics", "psnr", "--num", "4",
+                 "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert all((n - 1) % 3 == 0 for n in r["real"]["lengths"]) and r["fake"]["lengths"] == r["real"]["lengths"]
+    assert r["metrics"]["bilinear_size"]["latent_values"] == pytest.approx(64 / 3)
+    assert main(["data", "encode", "--ae", str(export), "-o", str(tmp_path / "lat"), "-c", "configs/autoencoder/tiny.yaml",
+                 "data.synthetic.num_clips=4", "data.synthetic.val_clips=0", *factor]) == 0
+    assert json.loads((tmp_path / "lat" / "encoded.json").read_text())["temporal_factor"] == 3
