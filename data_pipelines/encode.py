@@ -32,6 +32,7 @@ class EncodeResult:
     clips: dict[str, int]  # per split
     frames: dict[str, int]
     latent_shape: tuple[int, int, int]
+    temporal_factor: int  # frames a latent frame stands for
 
 
 def encode_dataset(ae_path: str | Path, cfg, out: str | Path, device: str = "cpu",
@@ -72,7 +73,7 @@ def encode_dataset(ae_path: str | Path, cfg, out: str | Path, device: str = "cpu
         (tmp / "encoded.json").write_text(json.dumps({"autoencoder": str(Path(ae_path).resolve()), "clips": clips,
                                                       "frames": frames, "temporal_factor": t}, indent=1))
     shape = (ae.latent_channels, d.height // f, d.width // f)
-    return EncodeResult(out, clips, frames, shape)
+    return EncodeResult(out, clips, frames, shape, t)
 
 
 @torch.no_grad()

@@ -138,10 +138,13 @@ def cmd_data_encode(args: argparse.Namespace) -> int:
         r = encode_dataset(args.ae, cfg, args.output, args.device, progress=bar)
     finally:
         bar.close()
-    c, h, w = r.latent_shape
-    print(f"{', '.join(f'{r.clips[s]} clips ({r.frames[s]} frames) of {s}' for s in r.clips)} -> {r.out}; latents "
-          f"{c}x{h}x{w} a frame: train on them with data.source=latents data.latents={r.out} model.in_channels={c} "
-          f"model.height={h} model.width={w} model.autoencoder={Path(args.ae).resolve()}")
+    (c, h, w), t, d = r.latent_shape, r.temporal_factor, cfg.data
+    # data.min_frames and data.max_frames count latent frames: the same videos' lengths are shorter by T
+    lengths = f" data.min_frames={1 + (d.min_frames - 1) // t} data.max_frames={1 + (d.max_frames - 1) // t}"
+    print(f"{', '.join(f'{r.clips[s]} clips ({r.frames[s]} latent frames) of {s}' for s in r.clips)} -> {r.out}; "
+          f"latents {c}x{h}x{w} a latent frame{f' of {t} frames' if t > 1 else ''}: train on them with "
+          f"data.source=latents data.latents={r.out} model.in_channels={c} model.height={h} model.width={w}"
+          f"{lengths if t > 1 else ''} model.autoencoder={Path(args.ae).resolve()}")
     return 0
 
 

@@ -9,6 +9,7 @@ unpickles anything and a worker touches only the frames it reads.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,19 +83,22 @@ class LatentDataset(torch.utils.data.Dataset):
         if not self.entries:
             raise UsageError(f"{index} lists no clips")
         # data.clip_mode=whole: each clip entire (as `flowvid data encode` wrote whole videos or shots),
-        # so that a model learns the videos' lengths; those too long or too short are counted and left out
+        # so that a model learns the videos' lengths. Clips too short for a window, or in whole mode too
+        # long, are counted and left out (latent frames: with a temporal factor T, a clip of F frames has
+        # 1 + (F - 1) / T of them, and data.min_frames counts those)
         self.whole = getattr(cfg.clip_mode, "value", cfg.clip_mode) == "whole"
-        if self.whole:
-            shortest = min(cfg.frame_choices) if cfg.frame_choices else cfg.min_frames
-            kept = [e for e in self.entries if shortest <= e.num_frames <= cfg.max_frames]
-            if len(kept) < len(self.entries):
-                log.warning("data.clip_mode=whole: %d of %d latent clips in %s have fewer than %d or more than "
-                            "data.max_frames=%d frames and are left out", len(self.entries) - len(kept),
-                            len(self.entries), index, shortest, cfg.max_frames)
-            if not kept:
-                raise UsageError(f"no latent clip in {index} has {shortest} to data.max_frames={cfg.max_frames} "
-                                 "frames; change data.min_frames or data.max_frames")
-            self.entries = kept
+        shortest = min(cfg.frame_choices) if cfg.frame_choices else cfg.min_frames
+        longest = cfg.max_frames if self.whole else math.inf
+        kept = [e for e in self.entries if shortest <= e.num_frames <= longest]
+        if len(kept) < len(self.entries):
+            log.warning("%d of %d latent clips in %s have fewer than %d latent frames%s and are left out",
+                        len(self.entries) - len(kept), len(self.entries), index, shortest,
+                        f" or more than data.max_frames={cfg.max_frames}" if self.whole else "")
+        if not kept:
+            span = f"{shortest} to data.max_frames={cfg.max_frames}" if self.whole else f"at least {shortest}"
+            raise UsageError(f"no latent clip in {index} has {span} latent frames; change data.min_frames or "
+                             "data.max_frames")
+        self.entries = kept
         self.frame_shape = tuple(self._shard(self.entries[0].shard).shape[1:])
         self._open: dict[str, np.ndarray] = {}
 

@@ -120,7 +120,7 @@ def test_eval_scores_reconstructions(trained, tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_a_temporal_factor_trains_on_whole_groups_and_every_tool_cuts_clips_to_them(tmp_path):
+def test_a_temporal_factor_trains_on_whole_groups_and_every_tool_cuts_clips_to_them(tmp_path, capsys):
     """autoencoder.temporal_factor=3: training cuts each clip to its first 1 + 3 k frames; eval
     scores reconstructions of the clips so cut (its bilinear baseline at a third of the latent values
     a frame); data encode writes 1 + k latent frames a clip and says T."""
@@ -148,3 +148,6 @@ def test_a_temporal_factor_trains_on_whole_groups_and_every_tool_cuts_clips_to_t
     assert main(["data", "encode", "--ae", str(export), "-o", str(tmp_path / "lat"), "-c", "configs/autoencoder/tiny.yaml",
                  "data.synthetic.num_clips=4", "data.synthetic.val_clips=0", *factor]) == 0
     assert json.loads((tmp_path / "lat" / "encoded.json").read_text())["temporal_factor"] == 3
+    # the windows' lengths for the flow model, in latent frames: 4 to 16 frames are 2 to 6 of them
+    assert "a latent frame of 3 frames" in (said := capsys.readouterr().out)
+    assert "data.min_frames=2 data.max_frames=6" in said

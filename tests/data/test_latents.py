@@ -13,7 +13,7 @@ def test_shards_round_trip_and_windows(tmp_path):
     clips = [Clip(torch.randn(n, 4, 6, 6, generator=g), label=i, fps=6.0, source=f"c{i}") for i, n in enumerate((5, 9, 3, 12))]
     index = write_latent_shards(clips, tmp_path / "train", shard_frames=10)
     assert len(list((tmp_path / "train").glob("shard_*.npy"))) == 4  # 5 | 9 | 3 | 12: each shard holds <= 10 unless alone
-    cfg = load_config("configs/tiny.yaml", ["data.source=latents", f"data.latents={tmp_path}"]).data
+    cfg = load_config("configs/tiny.yaml", ["data.source=latents", f"data.latents={tmp_path}", "data.min_frames=1"]).data
     ds = LatentDataset(index.parent, cfg)
     assert ds.frame_shape == (4, 6, 6) and len(ds) == 4
     assert [ds.frame_range(i) for i in range(4)] == [(1, 5), (1, 9), (1, 3), (1, 12)]
@@ -55,3 +55,20 @@ def test_whole_clip_mode_reads_each_clip_entire_and_counts_the_rest(tmp_path, ca
         LatentDataset(tmp_path / "train", load_config("configs/tiny.yaml", [
             "data.source=latents", f"data.latents={tmp_path}", "data.clip_mode=whole", "data.min_frames=20",
             "data.max_frames=30"]).data)
+
+
+def test_windows_leave_out_and_count_clips_shorter_than_the_shortest_window(tmp_path, caplog):
+    """A temporal factor T shortens clips to 1 + (F - 1) / T latent frames: data.min_frames counts
+    those, and a clip that no window fits is said to be left out, not silently never drawn."""
+    import logging
+
+    write_latent_shards([Clip(torch.zeros(n, 4, 2, 2)) for n in (4, 8, 6, 8)], tmp_path / "train")
+    cfg = load_config("configs/tiny.yaml", ["data.source=latents", f"data.latents={tmp_path}", "data.min_frames=8",
+                                            "data.max_frames=16"]).data
+    with caplog.at_level(logging.WARNING):
+        ds = LatentDataset(tmp_path / "train", cfg)
+    assert "2 of 4 latent clips" in caplog.text and "fewer than 8 latent frames" in caplog.text
+    assert [ds.frame_range(i) for i in range(len(ds))] == [(1, 8), (1, 8)]
+    cfg.min_frames = 9
+    with pytest.raises(UsageError, match="no latent clip in .* has at least 9 latent frames"):
+        LatentDataset(tmp_path / "train", cfg)
