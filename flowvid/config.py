@@ -431,6 +431,9 @@ def check_data_fits_model(cfg: Config) -> None:
         if d.height % a.downsample or d.width % a.downsample:
             raise ConfigError(f"config key 'data.height' must make frames whose sides are multiples of "
                               f"autoencoder.downsample={a.downsample}; got {d.height}x{d.width}")
+        if d.max_frames < 1 + a.temporal_factor:  # a clip is cut to 1 + T k frames: k = 0 trains no group
+            raise ConfigError(f"config key 'data.max_frames' must be at least 1 + autoencoder.temporal_factor = "
+                              f"{1 + a.temporal_factor} (frame 0, then a group of T), got {d.max_frames}")
         return
     if d.source != DataSource.latents and (d.height, d.width, 3) != (m.height, m.width, m.in_channels):
         raise ConfigError(f"config key 'data.height' must match the model: data frames {d.height}x{d.width}x3, "

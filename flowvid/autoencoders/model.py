@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowvid.devices import to_device
+
 SCALES = (0.25, 0.5, 1.0)  # the decoder's outputs, as fractions of the frame side
 
 
@@ -49,25 +51,28 @@ class Encoded:
 
 def latent_groups(pos: Tensor, factor: int) -> Tensor:
     """(n, T) the frames each latent frame encodes, as indices into the packed frames: a clip's frame 0
-    alone (T times), then frames 1..T, T+1..2T, ...; pos (M,) each frame's index within its clip."""
+    alone (T times), then frames 1..T, T+1..2T, ...; pos (M,) each frame's index within its clip, on
+    the host (the layout is the host's to work out: reading device tensors would stall the device)."""
     starts = ((pos == 0) | ((pos - 1) % factor == 0)).nonzero().flatten()  # (n,)
-    offsets = torch.arange(factor, device=pos.device)
-    groups = starts[:, None] + torch.where((pos[starts] == 0)[:, None], 0, offsets)  # (n, T)
-    expected = torch.where((pos[starts] == 0)[:, None], 0, pos[starts][:, None] + offsets)
-    if groups.max() >= pos.shape[0] or not torch.equal(pos[groups], expected):
+    first = (pos[starts] == 0)[:, None]
+    offsets = torch.arange(factor)
+    groups = starts[:, None] + torch.where(first, 0, offsets)  # (n, T)
+    covered = int(first.sum()) + factor * int((~first).sum())
+    if (covered != pos.shape[0] or pos.shape[0] == 0 or groups.max() >= pos.shape[0]
+            or not torch.equal(pos[groups], torch.where(first, 0, pos[starts][:, None] + offsets))):
         raise ValueError(f"with temporal_factor {factor} each clip must have 1 + {factor} k frames (frame 0, then "
                          f"groups of {factor}); got frames at clip positions {pos.tolist()}")
     return groups
 
 
 def frame_positions(latent_pos: Tensor, factor: int) -> tuple[Tensor, Tensor]:
-    """The frames latent frames decode to: (kept (n * T,) bool over the T slots of each latent frame,
-    pos (m,) the kept frames' indices within their clip). Latent 0 keeps its first slot, frame 0;
-    latent p its T slots, frames 1 + T (p - 1) + r."""
-    slots = torch.arange(factor, device=latent_pos.device)
-    pos = (1 + factor * (latent_pos[:, None] - 1) + slots).clamp_min(0)  # (n, T)
-    kept = (latent_pos[:, None] > 0) | (slots == 0)
-    return kept.flatten(), pos.flatten()[kept.flatten()]
+    """The frames latent frames decode to, on the host: (kept (m,) indices into the n * T slots of the
+    latent frames, pos (m,) those frames' indices within their clip). Latent 0 keeps its first slot,
+    frame 0; latent p its T slots, frames 1 + T (p - 1) + r."""
+    slots = torch.arange(factor)
+    pos = (1 + factor * (latent_pos[:, None] - 1) + slots).clamp_min(0).flatten()  # (n * T,)
+    kept = ((latent_pos[:, None] > 0) | (slots == 0)).flatten().nonzero().flatten()
+    return kept, pos[kept]
 
 
 def num_latents(frames: int, factor: int) -> int:
@@ -75,11 +80,11 @@ def num_latents(frames: int, factor: int) -> int:
     return 1 + (frames - 1) // factor
 
 
-def clip_positions(cu_seqlens: list[int], device=None) -> Tensor:
+def clip_positions(cu_seqlens: list[int]) -> Tensor:
     """(M,) each frame's index within its clip, from the clips' boundaries [0, n1, n1 + n2, ...]."""
     lengths = torch.tensor([b - a for a, b in zip(cu_seqlens, cu_seqlens[1:])])
     starts = torch.tensor(cu_seqlens[:-1]).repeat_interleave(lengths)
-    return (torch.arange(cu_seqlens[-1]) - starts).to(device)
+    return torch.arange(cu_seqlens[-1]) - starts
 
 
 class ResBlock(nn.Module):
@@ -149,11 +154,13 @@ class Encoder(nn.Module):
             nn.init.constant_(self.conv_out[2].bias[cfg.latent_channels:], -6.0)
 
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
-        """x (M, 3, H, W), pos (M,) each frame's index within its clip."""
+        """x (M, 3, H, W), pos (M,) each frame's index within its clip (on the host)."""
         norm, act, conv = self.conv_out
         h = act(norm(self.body(self.conv_in(x))))  # (M, C, h, w)
         if self.factor > 1:
-            h = h[latent_groups(pos, self.factor)].flatten(1, 2)  # (n, T*C, h, w)
+            groups = latent_groups(pos, self.factor)  # (n, T)
+            h = h.index_select(0, to_device(groups.flatten(), h.device))  # (n*T, C, h, w)
+            h = h.unflatten(0, groups.shape).flatten(1, 2)  # (n, T*C, h, w)
         return conv(h)
 
 
@@ -172,7 +179,7 @@ class DecoderStage(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(M, c, H / f, W / f) -> RGB at 1/4, 1/2 and full resolution, coarse to fine.
+    """(n, c, H / f, W / f) latent frames -> RGB frames at 1/4, 1/2 and full resolution, coarse to fine.
 
     Stage s works at 1/2^(levels - s) of the frame side; from 1/4 on each outputs
     rgb_s = upsample(rgb_{s-1}) + head_s(features_s)."""
@@ -192,13 +199,15 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor, pos: Tensor, scale: float = 1.0, carry: dict | None = None) -> list[Tensor]:
         """[rgb at 1/4, 1/2, 1] up to `scale` (one of SCALES), each (M, 3, H * s, W * s); z (n, c, h, w)
-        latent frames at positions pos (n,) within their clips, M their frames (frame_positions)."""
+        latent frames at positions pos (n,) within their clips (on the host), M their frames
+        (frame_positions)."""
         outs: list[Tensor] = []
         h = self.conv_in(z)
         if self.factor > 1:  # each latent frame's T frames, stacked along channels by the encoder
             kept, pos = frame_positions(pos, self.factor)
-            h = h.unflatten(1, (self.factor, -1)).flatten(0, 1)[kept]  # (M, C, h, w)
-        pos = pos.to(h.device)  # no-op but when counting FLOPs on the meta device (positions on the host)
+            h = h.unflatten(1, (self.factor, -1)).flatten(0, 1)  # (n*T, C, h, w)
+            h = h.index_select(0, to_device(kept, h.device))  # (M, C, h, w)
+        pos = to_device(pos, h.device)
         for i, stage in enumerate(self.stages):
             if i:
                 h = self.up[i - 1](F.interpolate(h, scale_factor=2.0, mode="nearest"))
@@ -241,8 +250,8 @@ class LatentSpace(nn.Module):
         return z * self.latent_std.view(-1, 1, 1) + self.latent_mean.view(-1, 1, 1)
 
     def reconstruct(self, x: Tensor, chunk: int = 16) -> Tensor:
-        """One clip (F, 3, H, W) through the autoencoder from its posterior means, `chunk` frames at a
-        time both ways."""
+        """One clip (F, 3, H, W) through the autoencoder from its posterior means, `chunk` latent frames
+        at a time both ways."""
         return torch.cat([f.to(x.device) for f in self.decode_chunks(self.encode_means(x, chunk), chunk)])
 
     def _scale(self, scale: float) -> float:
@@ -275,9 +284,9 @@ class VideoAutoencoder(LatentSpace):
 
     def encode(self, x: Tensor, pos: Tensor | None = None) -> Encoded:
         """x (M, 3, H, W) with H, W multiples of the downsampling factor -> n latent frames; pos (M,)
-        each frame's index within its clip (None: one clip from frame 0). Per frame when T = 1."""
+        each frame's index within its clip, on the host (None: one clip from frame 0). Per frame when T = 1."""
         self._check_frames(x)
-        pos = torch.arange(x.shape[0], device=x.device) if pos is None else pos
+        pos = torch.arange(x.shape[0]) if pos is None else pos
         h = self.encoder(x, pos)
         if self.cfg.bottleneck.value == "kl":
             mean, logvar = h.chunk(2, dim=1)
@@ -292,17 +301,17 @@ class VideoAutoencoder(LatentSpace):
         if chunk:
             return torch.cat(list(self.decode_chunks(z, chunk, scale)))
         cu = [0, z.shape[0]] if cu_seqlens is None else list(cu_seqlens)
-        return self.decoder(z, clip_positions(cu, z.device), self._scale(scale))[-1]
+        return self.decoder(z, clip_positions(cu), self._scale(scale))[-1]
 
     def decode_chunks(self, z: Tensor, chunk: int, scale: float = 1.0) -> Iterator[Tensor]:
         """One clip's frames, `chunk` latent frames at a time; equal to decode(z) cut into chunks. Each
         temporal layer carries its last temporal_kernel - 1 input frames into the next chunk."""
         if chunk < 1:
-            raise ValueError(f"chunk must be >= 1 frames, got {chunk}")
+            raise ValueError(f"chunk must be >= 1 latent frames, got {chunk}")
         scale, carry = self._scale(scale), {}
         for start in range(0, z.shape[0], chunk):
             part = z[start:start + chunk]
-            pos = torch.arange(start, start + part.shape[0], device=z.device)
+            pos = torch.arange(start, start + part.shape[0])
             yield self.decoder(part, pos, scale, carry)[-1]
 
     def encode_means(self, x: Tensor, chunk: int = 16) -> Tensor:
@@ -314,17 +323,17 @@ class VideoAutoencoder(LatentSpace):
             raise ValueError(f"with temporal_factor {t} a clip must have 1 + {t} k frames, got {x.shape[0]}")
         n = num_latents(x.shape[0], t)
         bounds = [0] + [1 + t * (i - 1) for i in range(chunk, n, chunk)] + [x.shape[0]]  # frames of chunk i
-        return torch.cat([self.encode(x[a:b].to(device), torch.arange(a, b, device=device)).mean.to(x.device)
+        return torch.cat([self.encode(x[a:b].to(device), torch.arange(a, b)).mean.to(x.device)
                           for a, b in zip(bounds, bounds[1:])])
 
     def forward(self, x: Tensor, cu_seqlens: list[int], generator: torch.Generator | None = None,
                 sample: bool = True):
         """Training: (Encoded, [rgb at 1/4, 1/2, 1]) of packed frames x (M, 3, H, W), each clip 1 + T k
         frames, decoded from a draw of the posterior (or its mean: sample=False)."""
-        enc = self.encode(x, clip_positions(cu_seqlens, x.device))
+        enc = self.encode(x, clip_positions(cu_seqlens))
         z = enc.sample(generator) if sample else enc.mean
         latent_cu = [0] + [num_latents(b - a, self.temporal_factor) for a, b in zip(cu_seqlens, cu_seqlens[1:])]
-        return enc, self.decoder(z, clip_positions(list(itertools.accumulate(latent_cu)), x.device))
+        return enc, self.decoder(z, clip_positions(list(itertools.accumulate(latent_cu))))
 
     def _check_frames(self, x: Tensor) -> None:
         f, c = self.cfg.downsample, self.cfg.in_channels

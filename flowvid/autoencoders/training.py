@@ -36,12 +36,13 @@ class ReconstructionStats:
 
 def whole_groups(batch: PackedClips, factor: int) -> PackedClips:
     """Each clip cut to its first 1 + T k frames: what an autoencoder with temporal factor T encodes."""
-    if factor == 1 or batch.num_clips == 0:
+    lengths = 1 + (batch.lengths - 1) // factor * factor  # (B,), on the host as cu_seqlens is
+    if torch.equal(lengths, batch.lengths):
         return batch
-    lengths = 1 + (batch.lengths - 1) // factor * factor  # (B,)
-    keep = clip_positions(batch.cu_seqlens.tolist()) < lengths.repeat_interleave(batch.lengths)  # (M,)
+    keep = (clip_positions(batch.cu_seqlens.tolist()) < lengths.repeat_interleave(batch.lengths)).nonzero()  # (m, 1)
     cu = torch.cat([batch.cu_seqlens[:1], lengths.cumsum(0).to(batch.cu_seqlens.dtype)])
-    return replace(batch, frames=batch.frames[keep.to(batch.frames.device)], cu_seqlens=cu)
+    return replace(batch, frames=batch.frames.index_select(0, to_device(keep.flatten(), batch.frames.device)),
+                   cu_seqlens=cu)
 
 
 class AutoencoderModule(StepModule):

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flowvid.devices import to_device
+
 PEAK = 255.0
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -66,7 +68,7 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, peak: float) -> torch.Tensor:
     C2 = (0.03 peak)^2; x, y float (N, C, H, W) with values in [0, peak]."""
     n, c, h, w = x.shape
     x, y = x.reshape(n * c, 1, h, w), y.reshape(n * c, 1, h, w)  # (N*C, 1, H, W): each channel alone
-    win = _gaussian_window().to(x)
+    win = to_device(_gaussian_window(), x.device).to(x.dtype)  # (1, 1, 11, 11); no host wait in a training step
     mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)
     var_x = F.conv2d(x * x, win) - mu_x**2
     var_y = F.conv2d(y * y, win) - mu_y**2

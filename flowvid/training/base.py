@@ -114,6 +114,7 @@ class StepModule(L.LightningModule):
 
     # the network's layer classes that become FSDP units inside it (trainer.strategy=fsdp)
     fsdp_units: tuple[type[nn.Module], ...] = ()
+    compiled = False  # whether configure_model compiled parts of the network (train.compile)
 
     def __init__(self, cfg: Config, model: nn.Module, tokens_per_frame: int):
         super().__init__()
@@ -237,7 +238,7 @@ class StepModule(L.LightningModule):
         strategy = self.trainer.strategy
         if last or not isinstance(strategy, ParallelStrategy):
             return contextlib.nullcontext()
-        if isinstance(self.model, FSDP) and self.cfg.train.compile:
+        if isinstance(self.model, FSDP) and self.compiled:
             return self.model.no_sync()
         return strategy.block_backward_sync()
 

@@ -100,6 +100,7 @@ class FlowceptionModule(StepModule):
         if self.cfg.train.compile:
             for blk in self.model.blocks:
                 blk.compile_around_attention()
+            self.compiled = True
         super().configure_model()
 
     # -- the method ------------------------------------------------------------------------

@@ -88,18 +88,18 @@ def test_a_temporal_factor_groups_frame_0_alone_then_t_frames_a_latent_frame(fac
         assert [model.decode(z[:n]).shape[0] for n in (1, 2, 3)] == [1, 1 + factor, 1 + 2 * factor]
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 9])
 def test_with_a_temporal_factor_chunked_coding_equals_whole_coding(chunk):
     model = autoencoder("autoencoder.temporal_factor=2")
     x = torch.rand(1 + 2 * 6, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         z = model.encode(x).mean
         torch.testing.assert_close(model.encode_means(x, chunk), z, rtol=1e-5, atol=1e-5)
-        full = model.decode(z)
-        parts = list(model.decode_chunks(z, chunk))
-        assert [p.shape[0] for p in parts] == [2 * min(chunk, 7 - s) - (s == 0) for s in range(0, 7, chunk)]
-        torch.testing.assert_close(torch.cat(parts), full, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(model.reconstruct(x, chunk), full, rtol=1e-5, atol=1e-5)
+        for scale in SCALES:
+            parts = list(model.decode_chunks(z, chunk, scale))
+            assert [p.shape[0] for p in parts] == [2 * min(chunk, 7 - s) - (s == 0) for s in range(0, 7, chunk)]
+            torch.testing.assert_close(torch.cat(parts), model.decode(z, scale=scale), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.reconstruct(x, chunk), model.decode(z), rtol=1e-5, atol=1e-5)
 
 
 def test_with_a_temporal_factor_packed_clips_keep_their_own_frames():
@@ -121,3 +121,5 @@ def test_frames_that_do_not_fill_the_last_group_are_refused():
         model.encode_means(torch.zeros(6, 3, 16, 16))
     with pytest.raises(ValueError, match=r"1 \+ 2 k frames"):  # a clip of 2 packed before one of 3
         model(torch.zeros(5, 3, 16, 16), [0, 2, 5])
+    with pytest.raises(ValueError, match=r"1 \+ 2 k frames"):  # frame 1 missing: frames 2, 3 would pass as a group
+        model.encode(torch.zeros(4, 3, 16, 16), torch.tensor([0, 2, 3, 4]))

@@ -140,7 +140,8 @@ def test_a_flow_model_on_video_latents_through_the_cli(folders, tmp_path, capsys
     data = ["data.synthetic.num_clips=4", "data.synthetic.val_clips=1", "data.min_frames=9", "data.max_frames=13"]
     assert main(["data", "encode", "--ae", str(ae), "-c", "configs/autoencoder/tiny.yaml", "-o",
                  str(tmp_path / "latents"), *data]) == 0
-    assert "latents 8x4x4 a frame" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "latents 8x4x4 a latent frame of 4 frames" in said and "data.min_frames=3 data.max_frames=4" in said
     record = json.loads((tmp_path / "latents" / "encoded.json").read_text())
     assert record["temporal_factor"] == 4 and record["clips"] == {"train": 4, "val": 1}
     lengths = [json.loads(r)["num_frames"] for r in (tmp_path / "latents" / "train" / "index.jsonl").open()]

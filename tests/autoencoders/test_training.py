@@ -100,6 +100,8 @@ def test_data_that_cannot_be_encoded_is_refused(tmp_path):
         train(load_config("configs/autoencoder/tiny.yaml", ["data.height=18", "data.width=18", *FAST]), tmp_path)
     with pytest.raises(UsageError, match=r"channels"):
         load_config("configs/autoencoder/tiny.yaml", ["autoencoder.channels=[16,32]"])
+    with pytest.raises(UsageError, match=r"data.max_frames' must be at least 1 \+ autoencoder.temporal_factor = 17"):
+        train(load_config("configs/autoencoder/tiny.yaml", ["autoencoder.temporal_factor=16", *FAST]), tmp_path)
     assert not any(tmp_path.iterdir())
 
 

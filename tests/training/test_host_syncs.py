@@ -199,3 +199,31 @@ def test_the_step_log_means_are_those_of_its_steps():
     assert math.isnan(means["train/tokens_per_s"])  # no step was timed
     # an interval of skipped steps only: nothing to average, NaN (left out, Lightning would repeat old values)
     assert all(math.isnan(v) for v in StepLog().means().values())
+
+
+@pytest.fixture(params=[1, 2], ids=["per_frame", "temporal_factor_2"])
+def autoencoder_module(request):
+    from flowvid.autoencoders.training import AutoencoderModule
+    from flowvid.config import load_config
+
+    cfg = load_config("configs/autoencoder/tiny.yaml", [f"autoencoder.temporal_factor={request.param}",
+                                                         "autoencoder.bottleneck=plain"])  # no draws: meta has none
+    m = AutoencoderModule(cfg).to(META)
+    m.trainer = SimpleNamespace(strategy=SimpleNamespace(backward=lambda loss, opt: loss.backward()), global_step=0,
+                                world_size=1, _logger_connector=SimpleNamespace(should_update_logs=False))
+    return m
+
+
+def test_an_autoencoder_step_reads_nothing_before_its_finite_check(autoencoder_module, watched, monkeypatch):
+    """kind: autoencoder, per-frame latents and a temporal factor (clips of 9, 16, 4, 12 and 7 frames,
+    so that some are cut to 1 + 2 k): the layout (cuts, groups, decoded frames' positions) is worked
+    out on the host and reaches the device through to_device."""
+    m, factor = autoencoder_module, autoencoder_module.cfg.autoencoder.temporal_factor
+    generator = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: generator())  # made, unused: plain bottleneck
+    micro = [host_batch([9, 16, 4], seed=1), host_batch([12, 7], seed=2)]
+    stats = m.accumulate(VideoDataModule(m.cfg).transfer_batch_to_device(micro, META, 0))
+    grads = [p.grad for p in m.model.parameters() if p.grad is not None]
+    assert grads and all(g.device == META for g in grads)
+    assert sum(s.frames for s in stats) == (9 + 16 + 4 + 12 + 7 if factor == 1 else 9 + 15 + 3 + 11 + 7)
+    assert not watched.seen, watched.seen
