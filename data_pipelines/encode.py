@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from flowvid.autoencoders.model import whole_group_frames
 from flowvid.data.clips import Clip, ClipRequest
 from flowvid.data.latents import write_latent_shards
 from flowvid.data.module import build_dataset
@@ -61,7 +62,7 @@ def encode_dataset(ae_path: str | Path, cfg, out: str | Path, device: str = "cpu
             if progress:
                 progress(done[0], total)
             if clip is not None:  # an unreadable file is counted by the dataset and left out
-                n = 1 + t * ((clip.frames.shape[0] - 1) // t)  # a video autoencoder takes 1 + T k frames
+                n = whole_group_frames(clip.frames.shape[0], t)  # a video autoencoder takes 1 + T k frames
                 yield Clip(frames=encode_frames(ae, clip.frames[:n], device), label=clip.label, fps=clip.fps,
                            source=clip.source)
 

@@ -126,6 +126,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_data_encode(args: argparse.Namespace) -> int:
     """Encode a dataset's clips into latent shards with an autoencoder."""
     from data_pipelines.encode import encode_dataset
+    from flowvid.autoencoders.model import num_latents
     from flowvid.config import load_config
 
     configs = args.config or [Path(args.ae) / "config.yaml"]
@@ -140,7 +141,7 @@ def cmd_data_encode(args: argparse.Namespace) -> int:
         bar.close()
     (c, h, w), t, d = r.latent_shape, r.temporal_factor, cfg.data
     # data.min_frames and data.max_frames count latent frames: the same videos' lengths are shorter by T
-    lengths = f" data.min_frames={1 + (d.min_frames - 1) // t} data.max_frames={1 + (d.max_frames - 1) // t}"
+    lengths = f" data.min_frames={num_latents(d.min_frames, t)} data.max_frames={num_latents(d.max_frames, t)}"
     print(f"{', '.join(f'{r.clips[s]} clips ({r.frames[s]} latent frames) of {s}' for s in r.clips)} -> {r.out}; "
           f"latents {c}x{h}x{w} a latent frame{f' of {t} frames' if t > 1 else ''}: train on them with "
           f"data.source=latents data.latents={r.out} model.in_channels={c} model.height={h} model.width={w}"

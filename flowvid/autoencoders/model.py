@@ -80,6 +80,11 @@ def num_latents(frames: int, factor: int) -> int:
     return 1 + (frames - 1) // factor
 
 
+def whole_group_frames(frames, factor: int):
+    """The frames of a clip of `frames` (an int or a tensor of them) that encode: its first 1 + T k."""
+    return 1 + (frames - 1) // factor * factor
+
+
 def clip_positions(cu_seqlens: list[int]) -> Tensor:
     """(M,) each frame's index within its clip, from the clips' boundaries [0, n1, n1 + n2, ...]."""
     lengths = torch.tensor([b - a for a, b in zip(cu_seqlens, cu_seqlens[1:])])

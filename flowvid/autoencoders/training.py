@@ -13,7 +13,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.utils.flop_counter import FlopCounterMode
 
 from flowvid.autoencoders.losses import ReconstructionTerms, reconstruction_loss
-from flowvid.autoencoders.model import ResBlock, VideoAutoencoder, clip_positions
+from flowvid.autoencoders.model import ResBlock, VideoAutoencoder, clip_positions, whole_group_frames
 from flowvid.config import Config
 from flowvid.data.clips import PackedClips
 from flowvid.data.module import tokens_per_frame
@@ -36,7 +36,7 @@ class ReconstructionStats:
 
 def whole_groups(batch: PackedClips, factor: int) -> PackedClips:
     """Each clip cut to its first 1 + T k frames: what an autoencoder with temporal factor T encodes."""
-    lengths = 1 + (batch.lengths - 1) // factor * factor  # (B,), on the host as cu_seqlens is
+    lengths = whole_group_frames(batch.lengths, factor)  # (B,), on the host as cu_seqlens is
     if torch.equal(lengths, batch.lengths):
         return batch
     keep = (clip_positions(batch.cu_seqlens.tolist()) < lengths.repeat_interleave(batch.lengths)).nonzero()  # (m, 1)
@@ -98,9 +98,8 @@ class AutoencoderModule(StepModule):
             with torch.device("meta"):
                 net = VideoAutoencoder(self.cfg.autoencoder)
                 x = torch.zeros(n, *frames.shape[1:])
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:  # positions on the host: grouping
-                z = net.encode(x, torch.arange(n)).mean  # frames needs their values, which meta tensors lack
-                net.decoder(z, torch.arange(2))
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                net(x, [0, n])
             self._frame_flops[size] = counter.get_total_flops() // n
         return self._frame_flops[size]
 

@@ -6,6 +6,8 @@ K2 = 0.03, computed per channel over the window's valid positions and averaged.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,12 @@ def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torc
     return (g[:, None] * g[None, :])[None, None]
 
 
+@functools.lru_cache(maxsize=8)
+def _window_on(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The Gaussian window on a device, made and copied once (the SSIM loss runs every training step)."""
+    return to_device(_gaussian_window(), device).to(dtype)
+
+
 def ssim_frames(pred, ref) -> np.ndarray:
     """(F,) SSIM_f: the mean over channels and valid window positions of ssim_map."""
     x, y = _pair(pred, ref)
@@ -68,7 +76,7 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, peak: float) -> torch.Tensor:
     C2 = (0.03 peak)^2; x, y float (N, C, H, W) with values in [0, peak]."""
     n, c, h, w = x.shape
     x, y = x.reshape(n * c, 1, h, w), y.reshape(n * c, 1, h, w)  # (N*C, 1, H, W): each channel alone
-    win = to_device(_gaussian_window(), x.device).to(x.dtype)  # (1, 1, 11, 11); no host wait in a training step
+    win = _window_on(x.device, x.dtype)  # (1, 1, 11, 11)
     mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)
     var_x = F.conv2d(x * x, win) - mu_x**2
     var_y = F.conv2d(y * y, win) - mu_y**2

@@ -264,8 +264,9 @@ def prepare_real(real: ClipSet, opts: EvalOptions, temporal_factor: int = 1) -> 
     autoencoder with temporal factor T > 1 against each clip's first 1 + T k frames, what it encodes;
     extension needs clips longer than the context. Refused here, before any sampling."""
     if opts.task == "reconstruct" and temporal_factor > 1:
-        t = temporal_factor
-        return dataclasses.replace(real, clips=[c[:1 + (len(c) - 1) // t * t] for c in real.clips])
+        from flowvid.autoencoders.model import whole_group_frames
+
+        return dataclasses.replace(real, clips=[c[:whole_group_frames(len(c), temporal_factor)] for c in real.clips])
     if opts.task == "interpolate":
         cut = [subsample(c, opts.stride).reference for c in real.clips]
         return dataclasses.replace(real, clips=cut)

@@ -230,7 +230,8 @@ def run_summary(cfg: Config, run_dir: Path, trainer: L.Trainer, module: L.Lightn
     if cfg.kind == ModelKind.autoencoder:
         a = cfg.autoencoder
         what = (f"an autoencoder of {sum(p.numel() for p in module.model.parameters()) / 1e6:.1f}M parameters "
-                f"({a.downsample}x downsampling{f', {a.temporal_factor} frames a latent frame' * (a.temporal_factor > 1)}"
+                f"({a.downsample}x downsampling"
+                f"{f', {a.temporal_factor} frames a latent frame' if a.temporal_factor > 1 else ''}"
                 f", {a.latent_channels} latent channels, {a.bottleneck.value} bottleneck), "
                 f"{cfg.data.tokens_per_batch} latent positions a batch")
     else:
