@@ -59,3 +59,21 @@ def test_start_frames_match_what_each_tool_starts_from(task, extra):
     for i, x in enumerate(given):
         shown = int(s.cu_seqlens[i + 1] - s.cu_seqlens[i])
         assert shown == len(set(x.context) | {0}) + extra, (task, x)
+
+
+def test_every_flag_embedding_learns_in_a_step_of_the_default_task_mix():
+    # 16 clips: free, active and passive given frames all occur under the default mix
+    cfg = load_config("configs/tiny.yaml", ["data.tokens_per_batch=4352"])
+    assert cfg.train.tasks == {}
+    module = FlowceptionModule(cfg)
+    batch = first_batch(cfg)
+    opt = torch.optim.Adam(module.model.parameters(), lr=1e-3)
+    for step in range(3):  # past adaLN-Zero's start, where no conditioning reaches the output yet
+        opt.zero_grad()
+        sample, out = module.loss(module.model, batch, module.generators(batch, step=step, salt=0))
+        module.global_terms(sample, out).total.backward()
+        opt.step()
+    flags = sample.context.long() + sample.passive.long()  # the flag embedding's row of each frame
+    assert set(flags.tolist()) == {0, 1, 2}
+    grad = module.model.flag_embed.weight.grad
+    assert torch.all(grad.abs().sum(1) > 0), grad.abs().sum(1)
