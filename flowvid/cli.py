@@ -142,10 +142,12 @@ def cmd_data_encode(args: argparse.Namespace) -> int:
     (c, h, w), t, d = r.latent_shape, r.temporal_factor, cfg.data
     # data.min_frames and data.max_frames count latent frames: the same videos' lengths are shorter by T
     lengths = f" data.min_frames={num_latents(d.min_frames, t)} data.max_frames={num_latents(d.max_frames, t)}"
+    # a synthetic clip's length is part of its content: windows of its latents would teach other lengths
+    whole = d.source.value == "synthetic" or d.clip_mode.value == "whole"
     print(f"{', '.join(f'{r.clips[s]} clips ({r.frames[s]} latent frames) of {s}' for s in r.clips)} -> {r.out}; "
           f"latents {c}x{h}x{w} a latent frame{f' of {t} frames' if t > 1 else ''}: train on them with "
           f"data.source=latents data.latents={r.out} model.in_channels={c} model.height={h} model.width={w}"
-          f"{lengths if t > 1 else ''} model.autoencoder={Path(args.ae).resolve()}")
+          f"{lengths if t > 1 else ''}{' data.clip_mode=whole' if whole else ''} model.autoencoder={Path(args.ae).resolve()}")
     return 0
 
 

@@ -27,7 +27,8 @@ def test_encode_train_on_latents_and_sample_decoded(autoencoder, capsys):
     folder = autoencoder
     assert main(["data", "encode", "--ae", str(folder / "ae"), "-o", str(folder / "latents"),
                  "data.synthetic.num_clips=6", "data.synthetic.val_clips=2"]) == 0
-    assert "6 clips" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "6 clips" in out and "data.clip_mode=whole" in out  # synthetic clips keep their own lengths
     record = json.loads((folder / "latents" / "encoded.json").read_text())
     assert record["clips"] == {"train": 6, "val": 2}
     ds = LatentDataset(folder / "latents" / "train", load_config("configs/tiny.yaml").data)
