@@ -140,14 +140,18 @@ def cmd_data_encode(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     (c, h, w), t, d = r.latent_shape, r.temporal_factor, cfg.data
-    # data.min_frames and data.max_frames count latent frames: the same videos' lengths are shorter by T
-    lengths = f" data.min_frames={num_latents(d.min_frames, t)} data.max_frames={num_latents(d.max_frames, t)}"
-    # a synthetic clip's length is part of its content: windows of its latents would teach other lengths
-    whole = d.source.value == "synthetic" or d.clip_mode.value == "whole"
+    overrides = ["data.source=latents", f"data.latents={r.out}", f"model.in_channels={c}", f"model.height={h}",
+                 f"model.width={w}"]
+    if t > 1:  # data.min_frames and data.max_frames count latent frames: the videos' lengths are shorter by T
+        overrides += [f"data.min_frames={num_latents(d.min_frames, t)}",
+                      f"data.max_frames={num_latents(d.max_frames, t)}"]
+    if d.source.value == "synthetic" or d.clip_mode.value == "whole":
+        # a synthetic clip's length is part of its content: windows of its latents would teach other lengths
+        overrides.append("data.clip_mode=whole")
+    overrides.append(f"model.autoencoder={Path(args.ae).resolve()}")
     print(f"{', '.join(f'{r.clips[s]} clips ({r.frames[s]} latent frames) of {s}' for s in r.clips)} -> {r.out}; "
           f"latents {c}x{h}x{w} a latent frame{f' of {t} frames' if t > 1 else ''}: train on them with "
-          f"data.source=latents data.latents={r.out} model.in_channels={c} model.height={h} model.width={w}"
-          f"{lengths if t > 1 else ''}{' data.clip_mode=whole' if whole else ''} model.autoencoder={Path(args.ae).resolve()}")
+          f"{' '.join(overrides)}")
     return 0
 
 

@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from flowvid.data.clips import PackedClips
+from flowvid.data.clips import Clip, PackedClips, collate_clips
 from flowvid.eval.interpolation import blend_baseline, score_dropped, subsample
 from flowvid.pipelines.tasks import interpolate
 from flowvid.training.module import FlowceptionModule
@@ -41,14 +41,10 @@ def bar_clip(rng: np.random.Generator, num_frames: int, x: int | None = None, st
 def training_batches(rng: np.random.Generator, steps: int) -> list[list[PackedClips]]:
     """One packed batch of CLIPS_PER_STEP clips per step, drawn from 512 clips."""
     clips = [bar_clip(rng, CLIP_FRAMES) for _ in range(512)]
-    n, b = CLIP_FRAMES, CLIPS_PER_STEP
     batches = []
     for s in range(steps):
-        idx = rng.integers(0, len(clips), b)
-        batches.append([PackedClips(frames=torch.cat([clips[i] for i in idx]),
-                                    cu_seqlens=torch.arange(0, n * b + 1, n, dtype=torch.int32),
-                                    labels=torch.full((b,), -1), fps=torch.full((b,), 8.0), sources=[""] * b,
-                                    extras=[{}] * b, seeds=torch.from_numpy(idx) + s * len(clips))])
+        idx = rng.integers(0, len(clips), CLIPS_PER_STEP).tolist()
+        batches.append([collate_clips([Clip(clips[i], fps=8.0, seed=i + s * len(clips)) for i in idx])])
     return batches
 
 
