@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("methods", "lengths", "interpolation", "order", "timedist", "sampler")
 BEGIN, END = "<!-- study:begin -->", "<!-- study:end -->"
 LENGTHS = (6, 10, 14)  # the length toy's only video lengths
+INTERP_STEPS = 1  # exact-grid interpolation: one step from noise gives the network's mean frame (docs/sampling.md)
 MIN_MOTION = 2.0  # real-footage tiles whose mean frame-to-frame change (uint8 levels) is lower are left out
 log = logging.getLogger("study")
 
@@ -135,8 +136,9 @@ class Study:
         out = self.work / "eval" / f"{name}.json"
         cache = self.work / "eval" / f"real_{extra_key(extra)}.npz"
         fvd = ["--real-features", cache] if "fvd" in metrics else []
-        # the study samples with the exact rule (--tail-steps 0) unless a row says otherwise (a later
-        # --tail-steps wins), as its results were made before the quarter-of-the-steps default
+        # the study samples with the exact rule (--tail-steps 0) and Size.steps unless a row says otherwise
+        # in `extra` (argparse keeps the later --tail-steps / --steps), as its results were made before the
+        # quarter-of-the-steps default
         argv = self.record(self.flowvid("eval", "--ckpt", model, "--metrics", metrics, "--num", self.s.num,
                                         "--steps", self.s.steps, "--tail-steps", 0, *fvd, *extra, "-o", out))
         if not out.is_file():
@@ -214,7 +216,9 @@ class Study:
         for data, model in models.items():
             for k in (2, 4):
                 for mode in ("exact", "learned"):
-                    extra = ["--task", "interpolate", "--stride", k] + (["--learned"] if mode == "learned" else [])
+                    # the exact grid: one step, the mean frame; learned: the rates insert over Size.steps
+                    extra = ["--task", "interpolate", "--stride", k] + \
+                        (["--learned"] if mode == "learned" else ["--steps", INTERP_STEPS])
                     res = self.eval(f"interp_{data}_k{k}_{mode}", model, "psnr,ssim", *extra)
                     rows[f"{data} k={k} {mode}"] = interp_scores(res)
         self.results["interpolation"] = rows
@@ -227,7 +231,7 @@ class Study:
             facts = self.train(name, cfgs, over + ([] if order == "random" else [f"path.order={order}"]))
             res = self.eval(name, facts["model"], "fvd,length,physics")
             interp = self.eval("interp_balls_k2_exact" if order == "random" else f"interp_{name}_k2",
-                               facts["model"], "psnr,ssim", "--task", "interpolate", "--stride", 2)
+                               facts["model"], "psnr,ssim", "--task", "interpolate", "--stride", 2, "--steps", INTERP_STEPS)
             rows[order] = {**facts, **generation_scores(res), "interp_psnr_k2": interp_scores(interp)["model_psnr"]}
         self.results["order"] = rows
 
@@ -396,7 +400,8 @@ def page(study: Study, images: list[str], argv: list[str], started: float) -> st
              f"invocation took {(time.perf_counter() - started) / 60:.0f} min on this machine's CPU (runs and evaluations "
              f"already in the work folder are reused, not repeated). Each balls model: "
              f"{' '.join(s.model)}, 16x16 frames, {s.clips} clips, {s.tflops:g} TFLOPs of training "
-             f"(train.max_tflops); evaluations on {s.num} clips with {s.steps} sampler steps. Every command, in "
+             f"(train.max_tflops); evaluations on {s.num} clips with {s.steps} sampler steps ({INTERP_STEPS} for "
+             f"interpolation on the exact grid: the network's mean frame, docs/sampling.md). Every command, in "
              f"order: `results/study_{study.size}_commands.sh`. \"nan\" physics: no ball was tracked in any "
              f"generated clip.{' ' + study.note if study.note else ''}", ""]
     if "methods" in r:

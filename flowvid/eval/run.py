@@ -488,7 +488,7 @@ def evaluate_model(ckpt: str | Path, data: str | None, out: str | Path, opts: Ev
     model, cfg = (load_autoencoder if opts.task == "reconstruct" else load_model)(ckpt, opts.device)
     if cfg is None:
         cfg = _pretrained_config(model, ckpt, data)
-    real_cfg = _real_data_config(cfg, data)
+    real_cfg = real_data_config(cfg, data)
     d = real_cfg.data
     if "physics" in opts.metrics and not (d.source.value == "synthetic" and d.synthetic.kind == "balls"):
         raise UsageError("the physics score is for bouncing balls: the data must be the synthetic balls set "
@@ -604,7 +604,7 @@ def _write_all(out: Path, result: EvalResult, pending: Pending) -> None:
     write_results(out, result)
 
 
-def _real_data_config(cfg, data: str | None):
+def real_data_config(cfg, data: str | None):
     """A config whose data section describes the real clips: the model's own, a config file's, or a
     manifest at the model's frame size."""
     from dataclasses import replace
