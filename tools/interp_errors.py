@@ -1,7 +1,7 @@
 """Where an interpolation's error sits: the moving pixels, the still ones beside them, the rest.
 
     python tools/interp_errors.py --ckpt MODEL [--data configs/balls.yaml] [--stride 2] [--num 32]
-                                  [--steps 1] [--seeds 8]
+                                  [--steps 1] [--seeds 8] [--sheet sheet.png]
 
 Scores the frames `flowvid eval --task interpolate` makes (same real clips, same sampling seeds) and
 linear blending's, as PSNR over three sets of pixels of the made frames:
@@ -10,7 +10,8 @@ linear blending's, as PSNR over three sets of pixels of the made frames:
 - far: every pixel of the tokens that hold none (still background).
 PSNR here is pooled over all frames' pixels of a set, not a mean over frames as in `flowvid eval`.
 With --seeds K > 1 it scores the mean of K samples too: the part of the error that averaging over the
-starting noise removes is variance; what stays is the model's bias.
+starting noise removes is variance; what stays is the model's bias. --sheet writes, for the first
+three clips, rows of the truth, linear blending and the model's frames (the first 9 of each, 4x).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 
 MOVED = 8  # uint8 levels between truth and blending that make a pixel "moving"
 SEED_STRIDE = 1000  # sampling seeds of the k-th repeat: seed + k * SEED_STRIDE + i
+SHEET_CLIPS, SHEET_FRAMES, SHEET_SCALE = 3, 9, 4
 
 
 def pooled_psnr(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
@@ -42,6 +44,21 @@ def regions(truth: np.ndarray, blend: np.ndarray, patch: int) -> dict[str, np.nd
     return {k: np.repeat(m[..., None], 3, -1) for k, m in masks.items()}
 
 
+def write_sheet(path: str, real: list[np.ndarray], made: list[np.ndarray], stride: int) -> None:
+    """Rows of the truth, blending and the model, SHEET_FRAMES frames each, for SHEET_CLIPS clips."""
+    from flowvid.eval.interpolation import blend_baseline, subsample
+    from flowvid.io import write_png
+    from flowvid.pipelines.outputs import contact_sheet
+
+    rows = []
+    for clip, fake in list(zip(real, made))[:SHEET_CLIPS]:
+        blend = blend_baseline(subsample(clip, stride).keyframes, stride)
+        rows += [r[:SHEET_FRAMES] for r in (clip, blend, fake)]
+    n = min(len(r) for r in rows)
+    sheet = contact_sheet(np.concatenate([r[:n] for r in rows]), per_row=n, gap=1)  # (H', W', 3)
+    write_png(path, sheet.repeat(SHEET_SCALE, 0).repeat(SHEET_SCALE, 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ckpt", required=True)
@@ -50,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=32)
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--seeds", type=int, default=1, help="samples per clip to average (K)")
+    p.add_argument("--sheet", default="", help="a PNG of truth, blending and model rows")
     args = p.parse_args(argv)
 
     from flowvid.eval.interpolation import blend_baseline, subsample
@@ -71,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         mean.append(np.mean([r[i][sub.dropped].astype(np.float64) for r in runs], axis=0))
         truth.append(clip[sub.dropped])
         blend.append(blend_baseline(sub.keyframes, args.stride)[sub.dropped])
+    if args.sheet:
+        write_sheet(args.sheet, real.clips, runs[0], args.stride)
     made, mean, truth, blend = (np.concatenate(x) for x in (made, mean, truth, blend))
     masks = regions(truth, blend, cfg.model.patch_size)
     shares = ", ".join(f"{k} {m.mean():.2f}" for k, m in masks.items())
