@@ -230,8 +230,8 @@ class Study:
             name = "balls_insertion" if order == "random" else f"balls_order_{order}"
             facts = self.train(name, cfgs, over + ([] if order == "random" else [f"path.order={order}"]))
             res = self.eval(name, facts["model"], "fvd,length,physics")
-            interp = self.eval("interp_balls_k2_exact" if order == "random" else f"interp_{name}_k2",
-                               facts["model"], "psnr,ssim", "--task", "interpolate", "--stride", 2, "--steps", INTERP_STEPS)
+            interp = self.eval("interp_balls_k2_exact" if order == "random" else f"interp_{name}_k2", facts["model"],
+                               "psnr,ssim", "--task", "interpolate", "--stride", 2, "--steps", INTERP_STEPS)
             rows[order] = {**facts, **generation_scores(res), "interp_psnr_k2": interp_scores(interp)["model_psnr"]}
         self.results["order"] = rows
 
