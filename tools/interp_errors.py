@@ -3,10 +3,11 @@
     python tools/interp_errors.py --ckpt MODEL [--data configs/balls.yaml] [--stride 2] [--num 32]
                                   [--steps 1] [--seeds 8] [--sheet sheet.png]
 
-Scores the frames `flowvid eval --task interpolate` makes (same real clips, same sampling seeds) and
-linear blending's, as PSNR over three sets of pixels of the made frames:
+Scores the frames `flowvid eval --task interpolate` makes on the exact grid (same real clips, same
+sampling seeds) and linear blending's, as PSNR over three sets of pixels of the made frames:
 - moving: where the truth differs from blending by more than 8 levels (what moved);
-- near: the other pixels of the patch tokens that hold a moving pixel;
+- near: the other pixels of the patch tokens that hold a moving pixel (a latent model's token covers
+  patch x the autoencoder's downsampling);
 - far: every pixel of the tokens that hold none (still background).
 PSNR here is pooled over all frames' pixels of a set, not a mean over frames as in `flowvid eval`.
 With --seeds K > 1 it scores the mean of K samples too: the part of the error that averaging over the
@@ -16,7 +17,6 @@ three clips, rows of the truth, linear blending and the model's frames (the firs
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import numpy as np
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from flowvid.eval.interpolation import blend_baseline, subsample
-    from flowvid.eval.run import EvalOptions, real_data_config, prepare_real, real_from_config, sample_task
+    from flowvid.eval.run import EvalOptions, prepare_real, real_data_config, real_from_config, sample_task
+    from flowvid.pipelines.tasks import pixel_size
     from flowvid.training.export import load_model
 
     model, cfg = load_model(args.ckpt)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sheet:
         write_sheet(args.sheet, real.clips, runs[0], args.stride)
     made, mean, truth, blend = (np.concatenate(x) for x in (made, mean, truth, blend))
-    masks = regions(truth, blend, cfg.model.patch_size)
+    masks = regions(truth, blend, cfg.model.patch_size * pixel_size(cfg)[0] // cfg.model.height)
     shares = ", ".join(f"{k} {m.mean():.2f}" for k, m in masks.items())
     print(f"{len(truth)} made frames from {len(real.clips)} clips, stride {args.stride}, {args.steps} step(s); "
           f"pixel shares: {shares}")
