@@ -7,6 +7,7 @@ import fcntl
 import inspect
 import logging
 import os
+import re
 import socket
 import time
 import warnings
@@ -44,6 +45,10 @@ warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(
 # Lightning warns each epoch when it has fewer batches than trainer.log_every_n_steps, but logging
 # counts optimizer steps across epochs: small datasets get their metrics.csv rows all the same.
 warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+# flowvid's batch sampler resumes inside an epoch by itself (VideoDataModule places it from the
+# checkpoint's position), so Lightning's advice that the dataloader "is not resumable" does not apply
+MID_EPOCH_RESUME_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
+warnings.filterwarnings("ignore", message=re.escape(MID_EPOCH_RESUME_WARNING))
 # raised from Lightning's own code under newer torch: nothing a user can act on
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 

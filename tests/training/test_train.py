@@ -1,5 +1,7 @@
 import csv
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -410,3 +412,21 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_chec
     monkeypatch.undo()
     assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_lightnings_not_resumable_warning_is_silenced_since_flowvid_resumes_inside_epochs():
+    """The batch sampler restores its place in the epoch from the checkpoint (tests/training/
+    test_system.py), so Lightning's mid-epoch "dataloader is not resumable" warning is filtered. In a
+    fresh interpreter, as the CLI runs: pytest resets the filters that modules install at import."""
+    check = """
+import inspect, re, warnings
+from lightning.pytorch.loops import training_epoch_loop
+from flowvid.training import run
+said = re.search(r'"(You\\'re resuming[^"]*)"', inspect.getsource(training_epoch_loop)).group(1)
+assert said.startswith(run.MID_EPOCH_RESUME_WARNING), said
+ignored = [msg for action, msg, *_ in warnings.filters if action == "ignore" and msg is not None]
+assert any(m.match(said) for m in ignored), said
+assert not any(m.match("You're resuming from a checkpoint saved at the end of an epoch") for m in ignored)
+"""
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
