@@ -44,15 +44,13 @@ def regions(truth: np.ndarray, blend: np.ndarray, patch: int) -> dict[str, np.nd
     return {k: np.repeat(m[..., None], 3, -1) for k, m in masks.items()}
 
 
-def write_sheet(path: str, real: list[np.ndarray], made: list[np.ndarray], stride: int) -> None:
+def write_sheet(path: str, real: list[np.ndarray], blends: list[np.ndarray], made: list[np.ndarray]) -> None:
     """Rows of the truth, blending and the model, SHEET_FRAMES frames each, for SHEET_CLIPS clips."""
-    from flowvid.eval.interpolation import blend_baseline, subsample
     from flowvid.io import write_png
     from flowvid.pipelines.outputs import contact_sheet
 
     rows = []
-    for clip, fake in list(zip(real, made))[:SHEET_CLIPS]:
-        blend = blend_baseline(subsample(clip, stride).keyframes, stride)
+    for clip, blend, fake in list(zip(real, blends, made))[:SHEET_CLIPS]:
         rows += [r[:SHEET_FRAMES] for r in (clip, blend, fake)]
     n = min(len(r) for r in rows)
     sheet = contact_sheet(np.concatenate([r[:n] for r in rows]), per_row=n, gap=1)  # (H', W', 3)
@@ -83,15 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         opts = EvalOptions(metrics=["psnr"], task="interpolate", stride=args.stride, steps=args.steps,
                            seed=k * SEED_STRIDE)
         runs.append(sample_task(model, cfg, real, opts).clips)
+    subs = [subsample(clip, args.stride) for clip in real.clips]
+    blends = [blend_baseline(sub.keyframes, args.stride) for sub in subs]  # whole clips: the sheet shows them
+    if args.sheet:
+        write_sheet(args.sheet, real.clips, blends, runs[0])
     made, truth, blend, mean = [], [], [], []
-    for i, clip in enumerate(real.clips):
-        sub = subsample(clip, args.stride)
+    for i, (clip, sub) in enumerate(zip(real.clips, subs)):
         made.append(runs[0][i][sub.dropped])
         mean.append(np.mean([r[i][sub.dropped].astype(np.float64) for r in runs], axis=0))
         truth.append(clip[sub.dropped])
-        blend.append(blend_baseline(sub.keyframes, args.stride)[sub.dropped])
-    if args.sheet:
-        write_sheet(args.sheet, real.clips, runs[0], args.stride)
+        blend.append(blends[i][sub.dropped])
     made, mean, truth, blend = (np.concatenate(x) for x in (made, mean, truth, blend))
     masks = regions(truth, blend, cfg.model.patch_size * pixel_size(cfg)[0] // cfg.model.height)
     shares = ", ".join(f"{k} {m.mean():.2f}" for k, m in masks.items())
