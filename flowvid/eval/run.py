@@ -35,7 +35,7 @@ TASK_METRICS = {
     "i2v": {"fvd", "length", "physics"},
     "extend": {"fvd", "physics"},
     "interpolate": {"fvd", "psnr", "ssim", "physics"},
-    "reconstruct": {"fvd", "psnr", "ssim"},  # an autoencoder's reconstructions of the real clips
+    "reconstruct": {"fvd", "psnr", "ssim", "physics"},  # an autoencoder's reconstructions of the real clips
 }
 PSNR_CAP_DB = 100.0  # a frame equal to its reference has infinite PSNR; averages cap it here
 
@@ -295,7 +295,7 @@ def sample_task(model, cfg, real: ClipSet, opts: EvalOptions, progress: Progress
         with torch.no_grad():
             clips = [to_uint8(model.reconstruct(to_model_space(torch.from_numpy(c)).to(device))).numpy()
                      for c in real.clips]
-        return ClipSet(clips, list(real.sources), real.fps)
+        return ClipSet(clips, list(real.sources), real.fps, real.truth)
     if task == "generate":
         out = generate(model, cfg, n, opts.steps, opts.seed, batch_size=8)
         clips = [c.numpy() for c in out.clips]

@@ -266,7 +266,8 @@ def test_a_failing_metric_leaves_no_file_behind(standin, tmp_path, capsys):
 
 def test_reconstruct_scores_fvd_beside_bilinear(standin, tmp_path, capsys):
     """An autoencoder's reconstructions (here a tiny diffusers AutoencoderKL, on the clips --data
-    names): FVD of its reconstructions and of bilinear ones, against the same real features."""
+    names): FVD of its reconstructions and of bilinear ones, against the same real features; the
+    physics score tracks the real clips' known balls in both sets."""
     diffusers = pytest.importorskip("diffusers", reason="the diffusers extra is not installed")
     torch.manual_seed(0)
     diffusers.AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -274,8 +275,10 @@ def test_reconstruct_scores_fvd_beside_bilinear(standin, tmp_path, capsys):
                             layers_per_block=1).save_pretrained(tmp_path / "kl")
     out = tmp_path / "rec.json"
     code, _, err = run(["--ckpt", tmp_path / "kl", "--task", "reconstruct", "--data", "configs/autoencoder/tiny.yaml",
-                        "--metrics", "psnr,fvd", "--num", 4, "--fvd-model", standin, "-o", out], capsys)
+                        "--metrics", "psnr,fvd,physics", "--num", 4, "--fvd-model", standin, "-o", out], capsys)
     assert code == 0, err
     m = json.loads(out.read_text())["metrics"]
+    assert m["physics"]["fake"]["colours"] == m["physics"]["real"]["colours"] == "known"
+    assert m["physics"]["real"]["found"] > m["physics"]["fake"]["found"]  # an untrained autoencoder loses the balls
     assert m["fvd"]["value"] > 0 and m["fvd"]["bilinear"] > 0 and m["fvd"]["value"] != m["fvd"]["bilinear"]
     assert np.isfinite(m["psnr"]["bilinear"])
