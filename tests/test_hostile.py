@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
-from flowvid.config import load_config, to_yaml
+from flowvid.config import load_config
 from flowvid.data.manifest import ManifestEntry, write_jsonl
 from flowvid.io import write_png, write_video
 from flowvid.models import SpatioTemporalDiT
+from flowvid.training.export import write_export
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 4 * 2**30  # address space of the runner: torch and a tiny model need under 1.5 GiB
@@ -25,10 +25,7 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 def export_tiny(folder: Path, overrides=()) -> Path:
     cfg = load_config(TINY, list(overrides))
     torch.manual_seed(0)
-    folder.mkdir()
-    save_file(SpatioTemporalDiT(cfg.model).state_dict(), str(folder / "model.safetensors"))
-    (folder / "config.yaml").write_text(to_yaml(cfg))
-    return folder
+    return write_export(SpatioTemporalDiT(cfg.model).state_dict(), cfg, folder)
 
 
 def workspace(w: Path) -> None:

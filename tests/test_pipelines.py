@@ -5,15 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from flowvid.cli import main
-from flowvid.config import load_config, to_yaml
+from flowvid.config import load_config
 from flowvid.data.readers import open_video, probe
 from flowvid.io import read_image, write_png, write_video
 from flowvid.models import SpatioTemporalDiT
 from flowvid.pipelines import (complete, contact_sheet, exact_grid, extend, generate, grid_for, image_to_video,
                                interpolate, model_denoiser, write_clip, write_gif)
+from flowvid.training.export import load_model, write_export
 
 STEPS = "6"
 
@@ -34,15 +34,11 @@ def exported(tmp_path_factory):
     """An export folder as load_model reads it: model.safetensors + config.yaml."""
     model, cfg = tiny_model()
     out = tmp_path_factory.mktemp("model")
-    save_file(model.state_dict(), str(out / "model.safetensors"))
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    return out
+    return write_export(model.state_dict(), cfg, out)
 
 
 @pytest.fixture(scope="module")
 def loaded(exported):
-    from flowvid.training.export import load_model
-
     return load_model(exported)
 
 

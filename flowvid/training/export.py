@@ -51,8 +51,15 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
     if out.exists() and not out.is_dir():
         raise UsageError(f"export folder {str(out)!r} is a file; expected a folder")
     cfg, ema = read_checkpoint(ckpt)
+    return write_export(ema, cfg, out)
+
+
+def write_export(weights: dict[str, torch.Tensor], cfg: Config, out_dir: str | Path) -> Path:
+    """out_dir/model.safetensors and out_dir/config.yaml, what load_model reads, written as one set."""
+    out = Path(out_dir)
     with output_set(out) as tmp:  # both files or neither, never an empty folder
-        save_file({k: v.contiguous() for k, v in ema.items()}, str(tmp / WEIGHTS), metadata={"format": "flowvid-ema"})
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS),
+                  metadata={"format": "flowvid-ema"})
         (tmp / CONFIG).write_text(to_yaml(cfg))
     return out
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from flowvid.cli import main
-from flowvid.config import load_config, to_yaml
+from flowvid.config import load_config
 from flowvid.models import SpatioTemporalDiT
 from flowvid.pipelines.outputs import write_clip
+from flowvid.training.export import write_export
 
 # the stand-in is scripted as FVD repositories ship I3D; torch 2.13 marks TorchScript deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
@@ -53,9 +53,7 @@ def exported(tmp_path_factory):
         for layer in [b.ada for b in model.blocks] + [model.final_ada, model.final, model.rate_mlp[2]]:
             layer.weight.normal_(0.0, 0.05)
     out = tmp_path_factory.mktemp("model")
-    save_file(model.state_dict(), str(out / "model.safetensors"))
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    return out
+    return write_export(model.state_dict(), cfg, out)
 
 
 def strict_json(path: Path) -> dict:

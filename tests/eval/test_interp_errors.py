@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from flowvid.config import load_config, to_yaml
+from flowvid.config import load_config
 from flowvid.models import SpatioTemporalDiT
+from flowvid.training.export import write_export
 
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("interp_errors", REPO / "tools" / "interp_errors.py")
@@ -41,10 +41,7 @@ def test_pooled_psnr_is_over_the_masked_values_only():
 def test_runs_on_a_tiny_model(tmp_path, capsys):
     cfg = load_config(str(REPO / "configs" / "tiny.yaml"))
     torch.manual_seed(0)
-    model = tmp_path / "model"
-    model.mkdir()
-    save_file(SpatioTemporalDiT(cfg.model).state_dict(), str(model / "model.safetensors"))
-    (model / "config.yaml").write_text(to_yaml(cfg))
+    model = write_export(SpatioTemporalDiT(cfg.model).state_dict(), cfg, tmp_path / "model")
     assert interp_errors.main(["--ckpt", str(model), "--num", "2", "--seeds", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "made frames from 2 clips" in out[0]
