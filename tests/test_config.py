@@ -53,7 +53,7 @@ def test_missing_and_cyclic_files(tmp_path):
         load_config(tmp_path / "loop.yaml")
 
 
-@pytest.mark.parametrize("name", ["base", "tiny", "demo", "path/full_sequence", "path/autoregressive", "model/tiny"])
+@pytest.mark.parametrize("name", ["base", "tiny", "demo", "balls_interpolate", "path/full_sequence", "path/autoregressive", "model/tiny"])
 def test_shipped_configs_load(name):
     load_config(f"configs/{name}.yaml")
 
