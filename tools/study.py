@@ -209,17 +209,17 @@ class Study:
                                    "tv": length_tv(fake.tolist(), data), "histogram": res["metrics"]["length"]["histogram"]}
 
     def interpolation(self) -> None:
-        models = {"balls": self.train("balls_insertion", *self.balls())["model"]}
+        cfgs, over = self.balls()
+        models = {"balls": self.train("balls_insertion", cfgs, over)["model"]}
         train_m, val_m = self.real_tiles()
         real = [*self.s.real_model, "data.source=manifest", f"data.manifest={train_m}", f"data.val_manifest={val_m}",
                 "data.height=32", "data.width=32", "model.height=32", "model.width=32"]
-        models["real"] = self.train("real_insertion", [str(ROOT / "configs" / "balls.yaml")], real)["model"]
-        # the same networks and budget spent on interpolation clips alone (configs/balls_interpolate.yaml's task)
+        # each network also spends the same budget on interpolation clips alone (configs/balls_interpolate.yaml's task)
         alone = ["train.tasks={interpolate: 1.0}"]
-        cfgs, over = self.balls()
-        models["balls, interp. only"] = self.train("balls_interp_only", cfgs, over + alone)["model"]
-        models["real, interp. only"] = self.train("real_interp_only", [str(ROOT / "configs" / "balls.yaml")],
-                                                  real + alone)["model"]
+        for data, name, extra in (("real", "real_insertion", real),
+                                  ("balls, interp. only", "balls_interp_only", over + alone),
+                                  ("real, interp. only", "real_interp_only", real + alone)):
+            models[data] = self.train(name, cfgs, extra)["model"]
         rows = {}
         for data, model in models.items():
             key = re.sub(r"\W+", "_", data)
