@@ -345,7 +345,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     bar = _Progress("interpolating", unit="step")
     try:
         video = interpolate(model, cfg, frames, src_fps, args.target_fps, args.factor, args.learned, args.steps,
-                            args.seed, args.window, args.max_frames, progress=bar)
+                            args.seed, args.window, args.max_frames, args.average, progress=bar)
     finally:
         bar.close()
     _write_video_and_record(out, video)
@@ -430,7 +430,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     opts = EvalOptions(metrics=[m.strip() for m in args.metrics.split(",") if m.strip()], task=args.task,
                        num=args.num, steps=args.steps, seed=args.seed, stride=args.stride, context=args.context,
-                       learned=args.learned, tail_steps=args.tail_steps, skip=args.skip,
+                       learned=args.learned, average=args.average, tail_steps=args.tail_steps, skip=args.skip,
                        fvd_frames=args.fvd_frames, fvd_model=args.fvd_model or "", batch_size=args.batch_size,
                        real_features=args.real_features or "", device=args.device)
     _check_device(args.device)
@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learned", action="store_true", help="the model decides how many frames each gap gets")
     p.add_argument("--fps", type=float, default=None, help="rate of an image list (default 8)")
     p.add_argument("--window", type=int, default=8, help="given frames per sampler window (default 8)")
+    p.add_argument("--average", type=int, default=1, metavar="K",
+                   help="exact grid: the mean of K samples in antithetic pairs (K x the network work; with "
+                        "--steps 1 the mean frame, best for PSNR; default 1)")
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("extend", help="frames after a given video")
@@ -567,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=0, help="extend: given frames per clip (default: half)")
     p.add_argument("--learned", action="store_true",
                    help="interpolate: the model decides each gap's count; scored on the frames nearest in time")
+    p.add_argument("--average", type=int, default=1, metavar="K",
+                   help="interpolate on the exact grid: score the mean of K samples in antithetic pairs (default 1)")
     p.add_argument("--tail-steps", type=int, default=-1, metavar="M",
                    help="sampler: at most M steps after the last insertion step (default -1: a quarter of "
                         "--steps; 0 = the exact rule)")

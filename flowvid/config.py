@@ -185,6 +185,10 @@ class ModelConfig:
     # each frame's conditioning also embeds its clip's number of frames: softmax attention averages
     # and cannot count, and the insertion rate needs the count (how many frames are still missing)
     length_embedding: bool = True
+    # each frame also takes as input the given frames nearest it in its clip, blended by distance
+    # (one side only: that frame): a still region is then a copy of the frame's own input, which
+    # attention from a neighbouring token rebuilds only approximately (docs/model.md)
+    reference_input: bool = False
     rope_theta: float = 10000.0
     grad_checkpointing: bool = False
     attention: AttentionConfig = field(default_factory=AttentionConfig)

@@ -277,6 +277,22 @@ def test_interpolate_learned(loaded):
     assert torch.equal(v.frames[v.record.given], torch.from_numpy(frames))
 
 
+def test_interpolate_average_takes_the_mean_of_antithetic_samples(loaded):
+    frames = images(3)
+    model, cfg = tiny_model()
+    with torch.no_grad():
+        model.final.weight.zero_()  # v = 0: one step leaves each made frame as its starting noise
+    noisy = interpolate(model, cfg, frames, 8.0, factor=2, steps=1)
+    assert not (noisy.frames[1::2] == 128).all()
+    for k in (2, 4):  # noise and its negative cancel exactly: mid grey, u = round(127.5)
+        v = interpolate(model, cfg, frames, 8.0, factor=2, steps=1, average=k)
+        assert (v.frames[1::2] == 128).all() and torch.equal(v.frames[::2], torch.from_numpy(frames))
+        assert v.record.grid["average"] == k
+    model, cfg = loaded
+    one, two = (interpolate(model, cfg, frames, 8.0, factor=2, steps=2, average=k) for k in (1, 2))
+    assert two.record.nfe == 2 * one.record.nfe and not torch.equal(one.frames, two.frames)
+
+
 def test_interpolate_a_video_file(exported, tmp_path):
     write_video(tmp_path / "in.mp4", images(3), 8.0)
     out = tmp_path / "o.mp4"
@@ -328,6 +344,8 @@ def _bad_cases(tmp: Path, model: Path):
         "no mode": ["interpolate", *m, *inputs, "-o", out],
         "label on unconditional": ["sample", *m, "--out", str(tmp / "out"), "--class", "1"],
         "one frame to interpolate": ["interpolate", *m, inputs[0], "-o", out, "--factor", "2"],
+        "average with learned gaps": ["interpolate", *m, *inputs, "-o", out, "--learned", "--average", "2"],
+        "average below 1": ["interpolate", *m, *inputs, "-o", out, "--factor", "2", "--average", "0"],
         "not a video name": ["i2v", *m, "--image", inputs[0], "-o", str(tmp / "out" / "o.txt")],
     }
 

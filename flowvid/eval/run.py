@@ -54,6 +54,7 @@ class EvalOptions:
     stride: int = 2  # interpolation: keep every k-th real frame, make the k - 1 between
     context: int = 0  # extension: given frames per clip (0 = the first half)
     learned: bool = False  # interpolation: the model decides each gap's count (scored nearest in time)
+    average: int = 1  # interpolation on the exact grid: the mean of this many samples (antithetic pairs)
     tail_steps: int = -1  # sampler: at most this many steps after the last insertion step (-1: steps / 4; 0: exact rule)
     skip: float = 0.0  # sampler: adaptive step skipping threshold (0 = off)
     fvd_frames: int = FVD_FRAMES
@@ -329,8 +330,8 @@ def _conditional(model, cfg, clip: np.ndarray, fps: float, opts: EvalOptions, se
         return extend(model, cfg, clip[:k], fps, num_frames=clip.shape[0] - k, steps=opts.steps, seed=seed)
     keys = subsample(clip, opts.stride).keyframes
     if opts.learned:
-        return interpolate(model, cfg, keys, fps, learned=True, steps=opts.steps, seed=seed)
-    return interpolate(model, cfg, keys, fps, factor=opts.stride, steps=opts.steps, seed=seed)
+        return interpolate(model, cfg, keys, fps, learned=True, steps=opts.steps, seed=seed, average=opts.average)
+    return interpolate(model, cfg, keys, fps, factor=opts.stride, steps=opts.steps, seed=seed, average=opts.average)
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -50,6 +50,9 @@ class ClipTask:
     gap_counts: Sequence[int | None] = ()
     label: int = -1
     seed: int = 0
+    # -1: every noise draw negated. A clip sampled with the same seed and each sign is an antithetic
+    # pair: averaged, the made frames' response to the noise cancels to first order
+    noise_sign: float = 1.0
 
 
 @dataclass
@@ -71,6 +74,7 @@ class _Clip:
     label: int
     # per frame: the insertion times still pending in its gap (a prescribed gap), or None (learned)
     pending: list[list[float] | None]
+    noise_sign: float = 1.0
     insertions: list[tuple[int, int]] = field(default_factory=list)
     capped: bool = False
 
@@ -112,13 +116,15 @@ class InsertionSampler:
         for name in ("passive", "gap_counts"):
             if len(getattr(task, name)) not in (0, k):
                 raise ValueError(f"{name} needs one entry per context frame ({k}), got {len(getattr(task, name))}")
+        if task.noise_sign not in (1.0, -1.0):
+            raise ValueError(f"noise_sign must be 1 or -1, got {task.noise_sign}")
         if any(c is not None and c < 0 for c in task.gap_counts):
             raise ValueError(f"gap counts must be >= 0 or None (learned), got {list(task.gap_counts)}")
         n_noise = task.noise_after if task.context is not None else self.n_start
         if self.max_frames and k + n_noise > self.max_frames:
             raise UsageError(f"the length cap ({self.max_frames}) is below the {k} given frames plus {n_noise} "
                              f"start frames; raise --max-frames")
-        noise = torch.randn(n_noise, *self.frame_shape, generator=g, device=self.device)
+        noise = task.noise_sign * torch.randn(n_noise, *self.frame_shape, generator=g, device=self.device)
         x = torch.cat([ctx.to(self.device, torch.float32), noise])
         # times in float64: N steps of 1/N must add up to 1 (in float32 they fall short for many N, and a
         # frame would need one more step); the network gets them in float32
@@ -131,7 +137,7 @@ class InsertionSampler:
         prescribed = any(c is not None for c in counts)
         pending = [None if c is None else self._insertion_times(c, g) for c in counts]
         pending += [[] if prescribed else None for _ in range(n_noise)]
-        return _Clip(x, t, is_ctx, passive, g, task.label, pending)
+        return _Clip(x, t, is_ctx, passive, g, task.label, pending, task.noise_sign)
 
     def _insertion_times(self, count: int, g: torch.Generator) -> list[float]:
         """Slot times of a prescribed gap, in slot (left-to-right) order: slot j appears at u_j = kappa^{-1}(U_j)."""
@@ -223,7 +229,7 @@ class InsertionSampler:
             if n:
                 at = sum(x.shape[0] for x in xs)
                 c.insertions += [(step, at + j) for j in range(n)]
-                xs.append(torch.randn(n, *self.frame_shape, generator=c.gen, device=self.device))
+                xs.append(c.noise_sign * torch.randn(n, *self.frame_shape, generator=c.gen, device=self.device))
                 ts.append(torch.zeros(n, dtype=torch.float64, device=self.device))
                 ctx.append(torch.zeros(n, dtype=torch.bool, device=self.device))
                 pas.append(torch.zeros(n, dtype=torch.bool, device=self.device))

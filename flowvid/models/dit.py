@@ -6,6 +6,8 @@ A DiT (Peebles & Xie 2023) over all tokens of a clip:
   drives adaLN-Zero modulation of that frame's tokens: frames at different times share a sequence;
 - 3D rotary positions (compacted frame index, row, column): any length, no learned table;
 - attention is block-diagonal over the packed clips, optionally local or causal in time;
+- optionally (model.reference_input) each frame's patches also embed its reference: the given
+  frames nearest it, blended by distance, so a region the given frames agree on can be copied;
 - the velocity comes from the patch tokens through a zero-initialised layer, so the network
   starts as the zero field; the insertion rate from the frame token through a small MLP.
 """
@@ -97,6 +99,27 @@ class Block(nn.Module):
         self.compiled = True
 
 
+def nearest_given(x: Tensor, context: Tensor, cu: list[int], causal: bool = False) -> Tensor:
+    """Each frame's reference from the given (context) frames of its clip, by compacted index:
+    r_i = ((b - i) x_a + (i - a) x_b) / (b - a) with a <= i <= b the nearest given frames on either
+    side; x_a or x_b alone where one side has none (with causal attention: x_a only, the future must
+    not leak); zeros where neither. A given frame is its own reference. x (M, C, H, W) -> same."""
+    m = x.shape[0]
+    idx = torch.arange(m, device=x.device)
+    lengths = torch.tensor([b - a for a, b in zip(cu, cu[1:])])
+    start = to_device(torch.repeat_interleave(torch.tensor(cu[:-1]), lengths), x.device)  # (M,)
+    end = to_device(torch.repeat_interleave(torch.tensor(cu[1:]), lengths), x.device)  # (M,)
+    left = torch.where(context, idx, -1).cummax(0).values  # nearest given at or before i
+    right = torch.where(context, idx, m).flip(0).cummin(0).values.flip(0)  # nearest given at or after i
+    has_left, has_right = left >= start, (right < end) & (not causal)
+    to_left, to_right = (idx - left).float(), (right - idx).float()
+    w_right = torch.where(has_left, to_left / (to_left + to_right).clamp(min=1), 1.0) * has_right  # (M,)
+    w_left = (1.0 - w_right) * has_left
+    ref = (w_left.view(-1, 1, 1, 1) * x[left.clamp(min=0)]
+           + w_right.view(-1, 1, 1, 1) * x[right.clamp(max=m - 1)])
+    return ref.to(x.dtype)
+
+
 @functools.cache
 def compiled_parts() -> tuple[Callable, Callable]:
     """Block.before_attention and Block.after_attention compiled, shared by every block (dynamo
@@ -119,6 +142,7 @@ class SpatioTemporalDiT(nn.Module):
         self.grid = (cfg.height // p, cfg.width // p)
         self.tokens_per_frame = self.grid[0] * self.grid[1] + 1  # patches + the frame token
         self.patch = nn.Linear(p * p * c, d)
+        self.reference_patch = nn.Linear(p * p * c, d, bias=False) if cfg.reference_input else None
         self.frame_token = nn.Parameter(torch.zeros(1, 1, d))
         self.time_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.flag_embed = nn.Embedding(self.NUM_FLAGS, d)
@@ -139,7 +163,8 @@ class SpatioTemporalDiT(nn.Module):
         for mod in self.modules():
             if isinstance(mod, nn.Linear):
                 nn.init.xavier_uniform_(mod.weight)
-                nn.init.zeros_(mod.bias)
+                if mod.bias is not None:
+                    nn.init.zeros_(mod.bias)
         for emb in (self.flag_embed, self.label_embed):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.02)
@@ -152,6 +177,8 @@ class SpatioTemporalDiT(nn.Module):
         for layer in [blk.ada for blk in self.blocks] + [self.final_ada, self.final]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.reference_patch is not None:  # zero-init: starts as the same network without it
+            nn.init.zeros_(self.reference_patch.weight)
         # the insertion head starts at lambda = 1 for every frame
         link = getattr(self.cfg.rate_link, "value", self.cfg.rate_link)
         nn.init.zeros_(self.rate_mlp[2].weight)
@@ -206,7 +233,11 @@ class SpatioTemporalDiT(nn.Module):
 
         p = self.cfg.patch_size
         patches = rearrange(x, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p)  # (M, N, p*p*C)
-        h = torch.cat([self.frame_token.expand(m, 1, -1), self.patch(patches)], dim=1)  # (M, N+1, D)
+        tokens = self.patch(patches)  # (M, N, D)
+        if self.reference_patch is not None:
+            ref = nearest_given(x, context, cu, self.cfg.attention.causal)
+            tokens = tokens + self.reference_patch(rearrange(ref, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p))
+        h = torch.cat([self.frame_token.expand(m, 1, -1), tokens], dim=1)  # (M, N+1, D)
         c = self.conditioning(t, context, passive, label, cu, valid)
         n1 = self.tokens_per_frame
         coords = torch.cat([position.repeat_interleave(n1)[:, None].float(), self.spatial.repeat(m, 1)], 1)  # (T, 3)

@@ -31,7 +31,7 @@ def count_parameters(cfg) -> int:
     linear = lambda i, o: i * o + o  # noqa: E731 - weight and bias
     block = (linear(d, 3 * d) + linear(d, d) + linear(d, hidden) + linear(hidden, d) + linear(d, 6 * d)
              + (2 * (d // cfg.heads) if cfg.qk_norm else 0))
-    embed = linear(ppc, d) + d + linear(TIME_FEATURES, d) + linear(d, d) + SpatioTemporalDiT.NUM_FLAGS * d
+    embed = linear(ppc, d) + (ppc * d if cfg.reference_input else 0) + d + linear(TIME_FEATURES, d) + linear(d, d) + SpatioTemporalDiT.NUM_FLAGS * d
     labels = (cfg.num_classes + 1) * d if cfg.num_classes else 0
     labels += linear(TIME_FEATURES, d) if cfg.length_embedding else 0
     heads = linear(d, 2 * d) + linear(d, ppc) + 2 * d + linear(d, d) + linear(d, 1)
@@ -79,7 +79,7 @@ def forward_flops(cfg, num_frames: int) -> int:
     n = (cfg.height // p) * (cfg.width // p)
     n1 = n + 1
     hidden = int(d * cfg.mlp_ratio)
-    per_frame = 2 * n * (p * p * c) * d  # patch embedding
+    per_frame = 2 * n * (p * p * c) * d * (2 if cfg.reference_input else 1)  # patch (and reference) embedding
     per_frame += 2 * (TIME_FEATURES * d + d * d)  # time MLP
     per_frame += 2 * TIME_FEATURES * d if cfg.length_embedding else 0  # frame-count embedding
     per_block = 2 * 6 * d * d + 2 * n1 * (3 * d * d + d * d + 2 * d * hidden)  # adaLN, qkv, proj, MLP

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
+AVERAGE_SEED_STRIDE = 1_000_003  # interpolation's averaged samples: pair j of window w draws seed + w + j * this
+
 # The output grid of an exact-fps interpolation is p/q times the input rate with q at most this:
 # larger denominators would generate q - 1 discarded frames for each kept one.
 GRID_MAX_DENOMINATOR = 16
@@ -542,7 +544,8 @@ def _windows(n: int, window: int) -> list[tuple[int, int]]:
 
 def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | None = None,
                 factor: float | None = None, learned: bool = False, steps: int = 50, seed: int = 0,
-                window: int = 8, max_frames: int | None = None, progress: Progress | None = None) -> Video:
+                window: int = 8, max_frames: int | None = None, average: int = 1,
+                progress: Progress | None = None) -> Video:
     """New frames between the given ones (context: all active but the last, which is passive).
 
     target_fps or factor: an exact grid. With r = target / src = p / q, every gap gets exactly p - 1
@@ -550,6 +553,8 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
     and the output frames at input times are the input frames. learned: the rates decide each gap.
     Windows of `window` given frames, sharing their end frames, are sampled one after another;
     max_frames caps the frames of one window (None: the window plus 4 x the training length).
+    average > 1 (exact grid): the mean of that many samples, in antithetic pairs (the same noise,
+    then its negative), sampled together as one batch; with one step, an estimate of the mean frame.
     """
     _check_model(cfg, "interpolation", need_insertion=True, per_frame=True)
     _check_common(cfg, steps, 1.0, -1)
@@ -559,6 +564,9 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
         raise UsageError(f"the input frame rate must be > 0, got {src_fps}")
     if window < 2:
         raise UsageError(f"window must hold at least 2 given frames, got {window}")
+    if average < 1 or (average > 1 and learned):
+        raise UsageError(f"--average must be >= 1 and needs an exact grid (--factor or --target-fps): the "
+                         f"samples of learned gaps differ in length; got {average}{' with --learned' if learned else ''}")
     given = fit_frames(frames, cfg, "the input frames")
     n = given.shape[0]
     if n < 2:
@@ -580,18 +588,22 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
         if p == 1 and not learned:  # ratio 1: nothing to insert
             parts.append(ctx[1:])
             continue
-        task = ClipTask(context=to_model_input(ctx, cfg), passive=[False] * (k - 1) + [True], noise_after=0,
-                        gap_counts=() if learned else [p - 1] * (k - 1) + [0], seed=seed + w)
+        tasks = [ClipTask(context=to_model_input(ctx, cfg), passive=[False] * (k - 1) + [True], noise_after=0,
+                          gap_counts=() if learned else [p - 1] * (k - 1) + [0],
+                          seed=seed + w + (j // 2) * AVERAGE_SEED_STRIDE, noise_sign=-1.0 if j % 2 else 1.0)
+                 for j in range(average)]
         # a prescribed grid fixes the length; learned gaps get the usual cap (no unbounded growth)
         sampler = _sampler(model, cfg, steps, cap if learned else 0, 1.0)
-        r = sampler.sample([task], _sub_progress(progress, w, len(wins), sampler.max_steps))[0]
+        rs = sampler.sample(tasks, _sub_progress(progress, w, len(wins), sampler.max_steps))
         _part_done(progress, w, len(wins), sampler.max_steps)
-        out = _restore_given(to_uint8(to_pixels(r.frames, cfg)), r.is_context, ctx, cfg)
+        r = rs[0]
+        mean = torch.stack([to_pixels(x.frames, cfg) for x in rs]).mean(0)  # (F, 3, H, W)
+        out = _restore_given(to_uint8(mean), r.is_context, ctx, cfg)
         if not learned and (out.shape[0] != (k - 1) * p + 1 or r.is_context[::p].sum() != k):
             raise RuntimeError(f"the sampler returned {out.shape[0]} frames for a grid of {(k - 1) * p + 1}")
         results.append(r)
         seeds.append(seed + w)
-        nfe += sampler.stats.nfe
+        nfe += sampler.stats.nfe * average  # one packed call evaluates all the averaged samples
         parts.append(out[1:])  # the window's first frame is the previous window's last
     joined = torch.cat(parts)
     if learned:
@@ -603,7 +615,7 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
         fps = float(target_fps) if target_fps is not None else src_fps * p / q
         kept = joined[::q]
         given_idx = [j for j in range(kept.shape[0]) if (j * q) % p == 0]
-        grid = {"mode": "exact", "ratio": p / q, "p": p, "q": q, "gap_frames": p - 1,
+        grid = {"mode": "exact", "ratio": p / q, "p": p, "q": q, "gap_frames": p - 1, "average": average,
                 "generated_frames": int(joined.shape[0]), "windows": [list(ab) for ab in wins]}
     return _video("interpolate", cfg, seed, steps, nfe, t0, fps, kept.contiguous(), results or [_empty(given)],
                   seeds or [seed], given=given_idx, grid=grid)

@@ -132,6 +132,22 @@ def test_prescribed_counts_keep_context_and_fill_exact_gaps():
     torch.testing.assert_close(r.frames[~r.is_context], TARGET.expand(5, *SHAPE), atol=1e-5, rtol=0)
 
 
+def test_negated_noise_draws_the_same_noise_negated():
+    def still(x, t, pos, cu, ctx, pas, label):  # v = 0: every made frame ends as the noise it started from
+        return torch.zeros_like(x), torch.ones(len(t))
+
+    ctx = torch.stack([torch.full(SHAPE, v) for v in (-0.5, 0.9)])
+    made = []
+    for sign in (1.0, -1.0):
+        task = ClipTask(context=ctx, passive=[False, True], gap_counts=[3, 0], noise_after=1, seed=5, noise_sign=sign)
+        r = InsertionSampler(still, SHAPE, steps=4).sample([task])[0]
+        assert torch.equal(r.frames[r.is_context], ctx)
+        made.append(r.frames[~r.is_context])
+    assert made[0].abs().min() > 0 and torch.equal(made[1], -made[0])
+    with pytest.raises(ValueError, match="noise_sign must be 1 or -1"):
+        InsertionSampler(still, SHAPE, steps=4).sample([ClipTask(noise_sign=0.5)])
+
+
 def test_length_cap_and_its_errors():
     s = InsertionSampler(oracle(missing_rate(20)), SHAPE, steps=6, n_start=1, max_frames=5)
     r = s.sample([ClipTask(seed=1)])[0]

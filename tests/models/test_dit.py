@@ -5,6 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from flowvid.config import load_config
 from flowvid.flow import InsertionPath
 from flowvid.models import SpatioTemporalDiT, count_parameters, forward_flops
+from flowvid.models.dit import nearest_given
 
 from model_helpers import packed_inputs, randomized, tiny_cfg
 
@@ -29,9 +30,9 @@ def test_tiny_preset_is_small():
     assert count_parameters(load_config("configs/tiny.yaml").model) < 1_000_000
 
 
-@pytest.mark.parametrize("window", [0, 2])
-def test_packed_equals_one_clip_at_a_time(cfg, window):
-    cfg = tiny_cfg(f"model.attention.window={window}")
+@pytest.mark.parametrize("window,reference", [(0, False), (2, False), (0, True)])
+def test_packed_equals_one_clip_at_a_time(cfg, window, reference):
+    cfg = tiny_cfg(f"model.attention.window={window}", f"model.reference_input={reference}")
     model = randomized(cfg)
     x, t, pos, cu = packed_inputs(LENGTHS, cfg)
     ctx = torch.zeros(15, dtype=torch.bool)
@@ -157,13 +158,53 @@ def test_gradient_checkpointing_gives_the_same_gradients(cfg):
     torch.testing.assert_close(grads[0], grads[1])
 
 
-def test_forward_flops_match_the_flop_counter(cfg):
-    cfg = tiny_cfg("model.attention.backend=reference", "model.num_classes=0")
+@pytest.mark.parametrize("reference", [False, True])
+def test_forward_flops_match_the_flop_counter(cfg, reference):
+    cfg = tiny_cfg("model.attention.backend=reference", "model.num_classes=0", f"model.reference_input={reference}")
     model = SpatioTemporalDiT(cfg)
     x, t, pos, cu = packed_inputs([6], cfg)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t, pos, cu)
     assert counter.get_total_flops() == forward_flops(cfg, 6)
+
+
+@pytest.mark.parametrize("over", [[], ["model.reference_input=true"], ["model.num_classes=3"],
+                                  ["model.length_embedding=false", "model.qk_norm=false"]])
+def test_parameter_count_in_closed_form_matches_the_network(over):
+    cfg = tiny_cfg(*over)
+    assert count_parameters(cfg) == sum(p.numel() for p in SpatioTemporalDiT(cfg).parameters())
+
+
+def test_reference_is_the_nearest_given_frames_blended_by_distance():
+    x = torch.arange(1.0, 10.0).view(9, 1, 1, 1).expand(9, 2, 2, 2).clone()  # frame i holds i + 1
+    context = torch.tensor([True, False, False, False, True, False, False, True, False])
+    cu = [0, 6, 9]  # clip 0: given frames 0 and 4, then nothing to the right; clip 1: given frame 7 (its index 1)
+    ref = nearest_given(x, context, cu)[:, 0, 0, 0]
+    want = torch.tensor([1.0, 0.75 * 1 + 0.25 * 5, 3.0, 0.25 * 1 + 0.75 * 5, 5.0, 5.0, 8.0, 8.0, 8.0])
+    torch.testing.assert_close(ref, want)
+    causal = nearest_given(x, context, cu, causal=True)[:, 0, 0, 0]
+    torch.testing.assert_close(causal, torch.tensor([1.0, 1, 1, 1, 5, 5, 0, 8, 8]))  # the past only
+    assert not nearest_given(x, torch.zeros(9, dtype=torch.bool), cu).any()  # nothing given: zeros
+
+
+def test_reference_input_passes_given_pixels_to_every_frame_and_starts_as_without():
+    cfg = tiny_cfg("model.reference_input=true")
+    x, t, pos, cu = packed_inputs([5], cfg)
+    ctx = torch.tensor([True, False, False, False, True])
+    plain = randomized(tiny_cfg())
+    model = randomized(cfg)
+    model.reference_patch.weight.data.zero_()  # as initialised: the network without the option
+    model.load_state_dict(plain.state_dict(), strict=False)
+    torch.testing.assert_close(run(model, x, t, pos, cu, context=ctx).velocity,
+                               run(plain, x, t, pos, cu, context=ctx).velocity)
+    model = randomized(cfg)
+    x2 = x.clone()
+    x2[4] += 1.0  # a given frame changes: with attention cut off, only the reference carries it
+    for blk in model.blocks:
+        blk.proj.weight.data.zero_()
+        blk.proj.bias.data.zero_()
+    base, moved = run(model, x, t, pos, cu, context=ctx), run(model, x2, t, pos, cu, context=ctx)
+    assert not torch.allclose(moved.velocity[1:4], base.velocity[1:4])
 
 
 def test_windowed_flops_grow_linearly():
