@@ -1,7 +1,7 @@
 """Where an interpolation's error sits: the moving pixels, the still ones beside them, the rest.
 
     python tools/interp_errors.py --ckpt MODEL [--data configs/balls.yaml] [--stride 2] [--num 32]
-                                  [--steps 1] [--seeds 8] [--sheet sheet.png]
+                                  [--steps 1] [--average 1] [--seeds 8] [--sheet sheet.png]
 
 Scores the frames `flowvid eval --task interpolate` makes on the exact grid (same real clips, same
 sampling seeds) and linear blending's, as PSNR over three sets of pixels of the made frames:
@@ -11,7 +11,8 @@ sampling seeds) and linear blending's, as PSNR over three sets of pixels of the 
 - far: every pixel of the tokens that hold none (still background).
 PSNR here is pooled over all frames' pixels of a set, not a mean over frames as in `flowvid eval`.
 With --seeds K > 1 it scores the mean of K samples too: the part of the error that averaging over the
-starting noise removes is variance; what stays is the model's bias. --sheet writes, for the first
+starting noise removes is variance; what stays is the model's bias. --average K: each sample is
+itself the mean of K antithetic samples (`flowvid interpolate --average`). --sheet writes, for the first
 three clips, rows of the truth, linear blending and the model's frames (the first 9 of each, 4x).
 """
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--num", type=int, default=32)
     p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--average", type=int, default=1, help="each sample: the mean of this many antithetic samples")
     p.add_argument("--seeds", type=int, default=1, help="samples per clip to average (K)")
     p.add_argument("--sheet", default="", help="a PNG of truth, blending and model rows")
     args = p.parse_args(argv)
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for k in range(args.seeds):
         opts = EvalOptions(metrics=["psnr"], task="interpolate", stride=args.stride, steps=args.steps,
-                           seed=k * SEED_STRIDE)
+                           seed=k * SEED_STRIDE, average=args.average)
         runs.append(sample_task(model, cfg, real, opts).clips)
     subs = [subsample(clip, args.stride) for clip in real.clips]
     blends = [blend_baseline(sub.keyframes, args.stride) for sub in subs]  # whole clips: the sheet shows them
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     made, mean, truth, blend = (np.concatenate(x) for x in (made, mean, truth, blend))
     masks = regions(truth, blend, cfg.model.patch_size * pixel_size(cfg)[0] // cfg.model.height)
     shares = ", ".join(f"{k} {m.mean():.2f}" for k, m in masks.items())
-    print(f"{len(truth)} made frames from {len(real.clips)} clips, stride {args.stride}, {args.steps} step(s); "
+    print(f"{len(truth)} made frames from {len(real.clips)} clips, stride {args.stride}, {args.steps} step(s), "
+          f"average {args.average}; "
           f"pixel shares: {shares}")
     print("PSNR (pooled) | all | moving | near | far")
     rows = [("model", made)] + ([(f"mean of {args.seeds} samples", mean)] if args.seeds > 1 else []) + \

@@ -47,3 +47,6 @@ def test_runs_on_a_tiny_model(tmp_path, capsys):
     assert "made frames from 2 clips" in out[0]
     assert [line.split(" | ")[0] for line in out[2:]] == ["model", "mean of 2 samples", "linear blending"]
     assert all(len(line.split(" | ")) == 5 for line in out[1:])
+    assert interp_errors.main(["--ckpt", str(model), "--num", "2", "--average", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "average 2" in out[0] and [line.split(" | ")[0] for line in out[2:]] == ["model", "linear blending"]
