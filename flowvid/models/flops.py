@@ -31,7 +31,8 @@ def count_parameters(cfg) -> int:
     linear = lambda i, o: i * o + o  # noqa: E731 - weight and bias
     block = (linear(d, 3 * d) + linear(d, d) + linear(d, hidden) + linear(hidden, d) + linear(d, 6 * d)
              + (2 * (d // cfg.heads) if cfg.qk_norm else 0))
-    embed = linear(ppc, d) + (ppc * d if cfg.reference_input else 0) + d + linear(TIME_FEATURES, d) + linear(d, d) + SpatioTemporalDiT.NUM_FLAGS * d
+    embed = linear(ppc, d) + d + linear(TIME_FEATURES, d) + linear(d, d) + SpatioTemporalDiT.NUM_FLAGS * d
+    embed += ppc * d if cfg.reference_input else 0  # the reference's patch embedding (no bias)
     labels = (cfg.num_classes + 1) * d if cfg.num_classes else 0
     labels += linear(TIME_FEATURES, d) if cfg.length_embedding else 0
     heads = linear(d, 2 * d) + linear(d, ppc) + 2 * d + linear(d, d) + linear(d, 1)

@@ -565,8 +565,9 @@ def interpolate(model, cfg, frames: Any, src_fps: float, target_fps: float | Non
     if window < 2:
         raise UsageError(f"window must hold at least 2 given frames, got {window}")
     if average < 1 or (average > 1 and learned):
+        given_as = f"{average} with --learned" if learned else str(average)
         raise UsageError(f"--average must be >= 1 and needs an exact grid (--factor or --target-fps): the "
-                         f"samples of learned gaps differ in length; got {average}{' with --learned' if learned else ''}")
+                         f"samples of learned gaps differ in length; got {given_as}")
     given = fit_frames(frames, cfg, "the input frames")
     n = given.shape[0]
     if n < 2:
