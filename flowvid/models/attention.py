@@ -35,6 +35,12 @@ BACKENDS = ("sdpa", "reference", "xformers", "flex", "varlen")
 CUDA_ONLY = ("xformers", "varlen")  # their kernels exist for CUDA devices alone
 
 
+def frame_clips(cu: list[int], device: torch.device | str) -> Tensor:
+    """(M,) the clip index of each packed frame, from the host's frame offsets cu (B + 1)."""
+    lengths = torch.tensor([b - a for a, b in zip(cu, cu[1:])])
+    return to_device(torch.repeat_interleave(torch.arange(len(lengths)), lengths), device)
+
+
 @dataclass
 class PackedLayout:
     """Where each clip's tokens lie in the packed sequence, and which pairs may attend."""
@@ -335,8 +341,7 @@ def flex_block_mask(layout: PackedLayout, device: torch.device):
     from torch.nn.attention.flex_attention import BlockMask
 
     tpf = layout.tokens_per_frame
-    counts = torch.tensor([hi - lo for lo, hi in (layout.frames(b) for b in range(layout.num_clips))])
-    clip_f = to_device(torch.repeat_interleave(torch.arange(layout.num_clips), counts), device)  # (M,), from the host
+    clip_f = frame_clips(layout.cu_frames, device)  # (M,), from the host
     pos_f = layout.position.to(device)
     valid_f = None if layout.valid is None else layout.valid.to(device)
     allowed = (clip_f[:, None] == clip_f[None, :]) & layout.frame_mask(pos_f, pos_f, valid_f)  # (M, M)

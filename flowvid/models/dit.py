@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from flowvid.devices import to_device
 from flowvid.flow.losses import rate_and_log_rate
-from flowvid.models.attention import PackedLayout, attend, check_backend
+from flowvid.models.attention import PackedLayout, attend, check_backend, frame_clips
 from flowvid.models.rope import Rope3D
 
 
@@ -106,9 +106,8 @@ def nearest_given(x: Tensor, context: Tensor, cu: list[int], causal: bool = Fals
     not leak); zeros where neither. A given frame is its own reference. x (M, C, H, W) -> same."""
     m = x.shape[0]
     idx = torch.arange(m, device=x.device)
-    lengths = torch.tensor([b - a for a, b in zip(cu, cu[1:])])
-    start = to_device(torch.repeat_interleave(torch.tensor(cu[:-1]), lengths), x.device)  # (M,)
-    end = to_device(torch.repeat_interleave(torch.tensor(cu[1:]), lengths), x.device)  # (M,)
+    clip, offsets = frame_clips(cu, x.device), to_device(torch.tensor(cu), x.device)
+    start, end = offsets[clip], offsets[clip + 1]  # (M,) each frame's clip bounds
     left = torch.where(context, idx, -1).cummax(0).values  # nearest given at or before i
     right = torch.where(context, idx, m).flip(0).cummin(0).values.flip(0)  # nearest given at or after i
     has_left, has_right = left >= start, (right < end) & (not causal)
@@ -199,7 +198,7 @@ class SpatioTemporalDiT(nn.Module):
         if self.length_embed is None and self.label_embed is None:
             return F.silu(c)
         lengths = torch.tensor([b - a for a, b in zip(cu, cu[1:])])
-        frame_clip = to_device(torch.repeat_interleave(torch.arange(len(lengths)), lengths), t.device)  # (M,)
+        frame_clip = frame_clips(cu, t.device)  # (M,)
         if self.length_embed is not None:  # sinusoidal features of the clip's frame count m: angles m * freq
             if valid is None:
                 counts = to_device(lengths.float(), t.device)  # (B,)
