@@ -233,8 +233,10 @@ class SpatioTemporalDiT(nn.Module):
         p = self.cfg.patch_size
         patches = rearrange(x, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p)  # (M, N, p*p*C)
         tokens = self.patch(patches)  # (M, N, D)
-        if self.reference_patch is not None:
+        ref = None
+        if self.cfg.reference_input or self.cfg.reference_skip:
             ref = nearest_given(x, context, cu, self.cfg.attention.causal)
+        if self.reference_patch is not None:
             tokens = tokens + self.reference_patch(rearrange(ref, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p))
         h = torch.cat([self.frame_token.expand(m, 1, -1), tokens], dim=1)  # (M, N+1, D)
         c = self.conditioning(t, context, passive, label, cu, valid)
@@ -252,6 +254,8 @@ class SpatioTemporalDiT(nn.Module):
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         out = self.final(modulate(self.final_norm(h[:, 1:]), shift, scale))  # (M, N, p*p*C)
         velocity = rearrange(out, "m (h w) (p q c) -> m c (h p) (w q)", h=self.grid[0], p=p, q=p)
+        if self.cfg.reference_skip:
+            velocity = velocity + (ref - x)
         rate_head = self.rate_mlp(self.rate_norm(h[:, 0])).squeeze(-1)  # (M,)
         rate, _ = rate_and_log_rate(rate_head, self.cfg.rate_link)
         return ModelOutput(velocity=velocity, rate_head=rate_head, rate=rate)

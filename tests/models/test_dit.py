@@ -30,9 +30,11 @@ def test_tiny_preset_is_small():
     assert count_parameters(load_config("configs/tiny.yaml").model) < 1_000_000
 
 
-@pytest.mark.parametrize("window,reference", [(0, False), (2, False), (0, True)])
+@pytest.mark.parametrize("window,reference", [(0, False), (2, False), (0, True), (0, "skip")])
 def test_packed_equals_one_clip_at_a_time(cfg, window, reference):
-    cfg = tiny_cfg(f"model.attention.window={window}", f"model.reference_input={reference}")
+    skip = reference == "skip"
+    cfg = tiny_cfg(f"model.attention.window={window}", f"model.reference_input={bool(reference)}",
+                   f"model.reference_skip={skip}")
     model = randomized(cfg)
     x, t, pos, cu = packed_inputs(LENGTHS, cfg)
     ctx = torch.zeros(15, dtype=torch.bool)
@@ -205,6 +207,24 @@ def test_reference_input_passes_given_pixels_to_every_frame_and_starts_as_withou
         blk.proj.bias.data.zero_()
     base, moved = run(model, x, t, pos, cu, context=ctx), run(model, x2, t, pos, cu, context=ctx)
     assert not torch.allclose(moved.velocity[1:4], base.velocity[1:4])
+
+
+def test_reference_skip_adds_the_reference_minus_the_input_to_the_velocity():
+    x, t, pos, cu = packed_inputs([5, 3], tiny_cfg())
+    ctx = torch.tensor([True, False, False, False, True, False, False, False])  # clip 1: nothing given
+    plain = randomized(tiny_cfg())
+    model = SpatioTemporalDiT(tiny_cfg("model.reference_skip=true")).eval()
+    model.load_state_dict(plain.state_dict())  # the option adds no parameters
+    skip, base = run(model, x, t, pos, cu, context=ctx), run(plain, x, t, pos, cu, context=ctx)
+    torch.testing.assert_close(skip.velocity - base.velocity, nearest_given(x, ctx, cu.tolist()) - x)
+    assert torch.equal(skip.rate, base.rate)
+    # so one step from t = 0 of a network that outputs zeros lands on the reference: the blend of the
+    # given frames where some are given, zeros where none
+    model.final.weight.data.zero_()
+    model.final.bias.data.zero_()
+    one_step = x + run(model, x, torch.zeros(8), pos, cu, context=ctx).velocity
+    torch.testing.assert_close(one_step[1], 0.75 * x[0] + 0.25 * x[4])
+    assert not one_step[5:].any()
 
 
 def test_windowed_flops_grow_linearly():
