@@ -189,9 +189,9 @@ class ModelConfig:
     # (one side only: that frame): a still region is then a copy of the frame's own input, which
     # attention from a neighbouring token rebuilds only approximately (docs/model.md)
     reference_input: bool = False
-    # the velocity is the network's output plus (reference - x_t): a one-step frame from t = 0 is the
-    # reference plus the output, so neither the noise nor a still background has to pass through
-    # the network (without given frames the reference is zeros: x-prediction at t = 0)
+    # the network's output is the clean frame minus the reference, turned into the velocity
+    # (reference + output - x_t) / (1 - t): neither the noise nor a still background has to pass
+    # through the network, and an untrained one interpolates as linear blending (docs/model.md)
     reference_skip: bool = False
     rope_theta: float = 10000.0
     grad_checkpointing: bool = False

@@ -9,6 +9,7 @@ import torch
 from flowvid.cli import main
 from flowvid.config import load_config
 from flowvid.data.readers import open_video, probe
+from flowvid.eval.interpolation import blend_baseline
 from flowvid.io import read_image, write_png, write_video
 from flowvid.models import SpatioTemporalDiT
 from flowvid.pipelines import (complete, contact_sheet, exact_grid, extend, generate, grid_for, image_to_video,
@@ -291,6 +292,16 @@ def test_interpolate_average_takes_the_mean_of_antithetic_samples(loaded):
     model, cfg = loaded
     one, two = (interpolate(model, cfg, frames, 8.0, factor=2, steps=2, average=k) for k in (1, 2))
     assert two.record.nfe == 2 * one.record.nfe and not torch.equal(one.frames, two.frames)
+
+
+def test_reference_skip_makes_an_untrained_model_interpolate_as_linear_blending():
+    frames = images(3)
+    cfg = load_config("configs/tiny.yaml", ["model.reference_skip=true"])
+    model = SpatioTemporalDiT(cfg.model).eval()  # adaLN-Zero: the network's output starts at zero
+    for factor in (2, 3):
+        out = interpolate(model, cfg, frames, 8.0, factor=factor, steps=1).frames.numpy()
+        blend = blend_baseline(frames, factor)
+        assert np.abs(out.astype(int) - blend).max() <= 1  # the same mix, rounded through model space
 
 
 def test_interpolate_a_video_file(exported, tmp_path):

@@ -99,6 +99,11 @@ class Block(nn.Module):
         self.compiled = True
 
 
+# model.reference_skip: the velocity (x1_hat - x_t) / (1 - t) with 1 - t floored here, so that it stays
+# bounded as t -> 1 (where a frame moves at most 1 - t anyway)
+SKIP_MIN_GAP = 0.05
+
+
 def nearest_given(x: Tensor, context: Tensor, cu: list[int], causal: bool = False) -> Tensor:
     """Each frame's reference from the given (context) frames of its clip, by compacted index:
     r_i = ((b - i) x_a + (i - a) x_b) / (b - a) with a <= i <= b the nearest given frames on either
@@ -254,8 +259,9 @@ class SpatioTemporalDiT(nn.Module):
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         out = self.final(modulate(self.final_norm(h[:, 1:]), shift, scale))  # (M, N, p*p*C)
         velocity = rearrange(out, "m (h w) (p q c) -> m c (h p) (w q)", h=self.grid[0], p=p, q=p)
-        if self.cfg.reference_skip:
-            velocity = velocity + (ref - x)
+        if self.cfg.reference_skip:  # the output is the clean frame minus the reference
+            gap = (1 - t).clamp(min=SKIP_MIN_GAP).view(-1, 1, 1, 1).to(x.dtype)
+            velocity = (ref + velocity - x) / gap
         rate_head = self.rate_mlp(self.rate_norm(h[:, 0])).squeeze(-1)  # (M,)
         rate, _ = rate_and_log_rate(rate_head, self.cfg.rate_link)
         return ModelOutput(velocity=velocity, rate_head=rate_head, rate=rate)

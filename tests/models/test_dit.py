@@ -5,7 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from flowvid.config import load_config
 from flowvid.flow import InsertionPath
 from flowvid.models import SpatioTemporalDiT, count_parameters, forward_flops
-from flowvid.models.dit import nearest_given
+from flowvid.models.dit import SKIP_MIN_GAP, nearest_given
 
 from model_helpers import packed_inputs, randomized, tiny_cfg
 
@@ -209,14 +209,16 @@ def test_reference_input_passes_given_pixels_to_every_frame_and_starts_as_withou
     assert not torch.allclose(moved.velocity[1:4], base.velocity[1:4])
 
 
-def test_reference_skip_adds_the_reference_minus_the_input_to_the_velocity():
+def test_reference_skip_turns_the_output_plus_the_reference_into_the_velocity_to_it():
     x, t, pos, cu = packed_inputs([5, 3], tiny_cfg())
     ctx = torch.tensor([True, False, False, False, True, False, False, False])  # clip 1: nothing given
     plain = randomized(tiny_cfg())
     model = SpatioTemporalDiT(tiny_cfg("model.reference_skip=true")).eval()
     model.load_state_dict(plain.state_dict())  # the option adds no parameters
     skip, base = run(model, x, t, pos, cu, context=ctx), run(plain, x, t, pos, cu, context=ctx)
-    torch.testing.assert_close(skip.velocity - base.velocity, nearest_given(x, ctx, cu.tolist()) - x)
+    clean = nearest_given(x, ctx, cu.tolist()) + base.velocity  # the network's output: clean minus reference
+    gap = (1 - t).clamp(min=SKIP_MIN_GAP).view(-1, 1, 1, 1)
+    torch.testing.assert_close(skip.velocity, (clean - x) / gap)
     assert torch.equal(skip.rate, base.rate)
     # so one step from t = 0 of a network that outputs zeros lands on the reference: the blend of the
     # given frames where some are given, zeros where none
