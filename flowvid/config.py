@@ -45,6 +45,11 @@ class TimeDistName(str, Enum):
     logit_normal = "logit_normal"
 
 
+class VelocityWeighting(str, Enum):
+    uniform = "uniform"  # ||v_hat - v||^2 (METHOD.md)
+    clean = "clean"  # (1 - t)^2 ||v_hat - v||^2 = the error of the clean frame the velocity implies
+
+
 class RateLink(str, Enum):
     softplus = "softplus"
     exp = "exp"
@@ -147,6 +152,11 @@ class PathConfig:
 @dataclass
 class LossConfig:
     insertion_weight: float = 1.0  # w_ins
+    # how each flowing frame's velocity error counts. clean: times (1 - t)^2, which is the squared
+    # error of x_t + (1 - t) v_hat against the clean frame: early times, where a frame is made from
+    # its neighbours (the first sampler step of interpolation), count as much as late ones, where
+    # the error is mostly the noise left to remove (docs/training.md)
+    velocity_weighting: VelocityWeighting = VelocityWeighting.uniform
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.insertion_weight < 0:
@@ -193,6 +203,10 @@ class ModelConfig:
     # (reference + output - x_t) / (1 - t): neither the noise nor a still background has to pass
     # through the network, and an untrained one interpolates as linear blending (docs/model.md)
     reference_skip: bool = False
+    # with the skip, the frames enter the network as t x_t: its output (the clean frame minus the
+    # reference) owes nothing to the starting noise, which then enters as t (1 - t) x0 and is gone
+    # at t = 0, where it would otherwise be most of every made frame's tokens (docs/model.md)
+    scale_input_by_t: bool = False
     rope_theta: float = 10000.0
     grad_checkpointing: bool = False
     attention: AttentionConfig = field(default_factory=AttentionConfig)
@@ -214,6 +228,9 @@ class ModelConfig:
                 yield name, f"must be a multiple of patch_size={self.patch_size}, got {getattr(self, name)}"
         if self.rope_theta <= 1:
             yield "rope_theta", f"must be > 1, got {self.rope_theta}"
+        if self.scale_input_by_t and not self.reference_skip:
+            yield "scale_input_by_t", ("needs model.reference_skip=true: without the skip the velocity x1 - x0 "
+                                       "needs the starting noise, which t x_t hides at t = 0")
         if self.num_classes < 0:
             yield "num_classes", f"must be >= 0, got {self.num_classes}"
         if not self.dim * self.mlp_ratio >= 1:

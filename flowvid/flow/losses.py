@@ -31,12 +31,25 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return values.sum() / mask.sum().clamp_min(1)
 
 
-def velocity_loss(v_pred: Tensor, v_target: Tensor, flowing: Tensor) -> Tensor:
-    """mean over flowing frames of ||v_hat_i - v_i||^2 / D, D = elements per frame.
+VELOCITY_WEIGHTINGS = ("uniform", "clean")
 
+
+def velocity_loss(v_pred: Tensor, v_target: Tensor, flowing: Tensor, t: Tensor | None = None,
+                  weighting: str = "uniform") -> Tensor:
+    """mean over flowing frames of w_i ||v_hat_i - v_i||^2 / D, D = elements per frame.
+
+    w_i = 1 (uniform) or (1 - t_i)^2 (clean: ||x1_hat_i - x1_i||^2 / D with x1_hat = x_t + (1 - t) v_hat).
     Dividing by D keeps the balance against the insertion loss independent of frame size.
     """
-    return masked_mean(per_frame_velocity_error(v_pred, v_target), flowing)
+    error = per_frame_velocity_error(v_pred, v_target)
+    weighting = getattr(weighting, "value", weighting)
+    if weighting == "clean":
+        if t is None:
+            raise ValueError("the clean velocity weighting needs the frames' times t")
+        error = error * (1 - _at_least_float32(t)).pow(2)
+    elif weighting != "uniform":
+        raise ValueError(f"unknown velocity weighting {weighting!r}; expected one of {list(VELOCITY_WEIGHTINGS)}")
+    return masked_mean(error, flowing)
 
 
 def per_frame_velocity_error(v_pred: Tensor, v_target: Tensor) -> Tensor:
@@ -73,8 +86,8 @@ def insertion_loss(head: Tensor, k: Tensor, active: Tensor, link: str = "softplu
 
 
 def path_loss(v_pred: Tensor, rate_head: Tensor, sample, insertion_weight: float = 1.0,
-              link: str = "softplus") -> LossTerms:
+              link: str = "softplus", weighting: str = "uniform") -> LossTerms:
     """L = velocity loss + w_ins * insertion loss, for a PathSample or PackedPathSample."""
-    lv = velocity_loss(v_pred, sample.v_target, sample.flowing)
+    lv = velocity_loss(v_pred, sample.v_target, sample.flowing, sample.t, weighting)
     li = insertion_loss(rate_head, sample.k, sample.active, link)
     return LossTerms(total=lv + insertion_weight * li, velocity=lv, insertion=li)

@@ -181,7 +181,9 @@ class SpatioTemporalDiT(nn.Module):
         for layer in [blk.ada for blk in self.blocks] + [self.final_ada, self.final]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        if self.reference_patch is not None:  # zero-init: starts as the same network without it
+        if self.reference_patch is not None and not self.cfg.scale_input_by_t:
+            # zero-init: starts as the same network without it. Not with scale_input_by_t: a made frame's
+            # tokens at t = 0 would then be zeros, which no gradient reaches through the zero-init output
             nn.init.zeros_(self.reference_patch.weight)
         # the insertion head starts at lambda = 1 for every frame
         link = getattr(self.cfg.rate_link, "value", self.cfg.rate_link)
@@ -236,7 +238,8 @@ class SpatioTemporalDiT(nn.Module):
         passive = torch.zeros_like(context) if passive is None else passive
 
         p = self.cfg.patch_size
-        patches = rearrange(x, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p)  # (M, N, p*p*C)
+        seen = x * t.view(-1, 1, 1, 1).to(x.dtype) if self.cfg.scale_input_by_t else x  # t x_t: no noise at t = 0
+        patches = rearrange(seen, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p)  # (M, N, p*p*C)
         tokens = self.patch(patches)  # (M, N, D)
         ref = None
         if self.cfg.reference_input or self.cfg.reference_skip:

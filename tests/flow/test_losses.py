@@ -67,3 +67,24 @@ def test_path_loss_weights_insertion(gen):
     a, b = path_loss(v, h, s, 1.0), path_loss(v, h, s, 3.0)
     assert (b.total - a.total).item() == pytest.approx(2 * a.insertion.item(), rel=1e-5)
     assert a.total.item() == pytest.approx((a.velocity + a.insertion).item(), rel=1e-6)
+
+
+def test_clean_weighting_is_the_error_of_the_clean_frame_the_velocity_implies(gen):
+    x1 = torch.randn(12, 2, 4, 4, generator=gen)
+    s = InsertionPath().sample(x1, generator=gen, tau=0.9)
+    assert s.flowing.sum() >= 2 and s.t[s.flowing].std() > 0  # several times, or the weights are one factor
+    v = torch.randn_like(s.v_target)
+    t = s.t[:, None, None, None]
+    x1_hat = s.x_t + (1 - t) * v  # the clean frame one step to t = 1 lands on
+    expected = (x1_hat - x1[s.index])[s.flowing].pow(2).mean()
+    got = path_loss(v, torch.zeros(len(s.k)), s, weighting="clean").velocity
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert path_loss(v, torch.zeros(len(s.k)), s).velocity.item() != pytest.approx(got.item(), rel=1e-2)
+
+
+def test_unknown_or_timeless_weighting_is_refused():
+    v, flowing = torch.zeros(2, 1, 2, 2), torch.ones(2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="expected one of"):
+        velocity_loss(v, v, flowing, torch.zeros(2), weighting="snr")
+    with pytest.raises(ValueError, match="needs the frames' times"):
+        velocity_loss(v, v, flowing, weighting="clean")

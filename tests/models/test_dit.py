@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from flowvid.config import load_config
+from flowvid.config import ConfigError, load_config
 from flowvid.flow import InsertionPath
 from flowvid.models import SpatioTemporalDiT, count_parameters, forward_flops
 from flowvid.models.dit import SKIP_MIN_GAP, nearest_given
@@ -227,6 +227,25 @@ def test_reference_skip_turns_the_output_plus_the_reference_into_the_velocity_to
     one_step = x + run(model, x, torch.zeros(8), pos, cu, context=ctx).velocity
     torch.testing.assert_close(one_step[1], 0.75 * x[0] + 0.25 * x[4])
     assert not one_step[5:].any()
+
+
+def test_input_scaled_by_t_makes_one_step_from_t0_independent_of_the_noise():
+    cfg = tiny_cfg("model.reference_input=true", "model.reference_skip=true", "model.scale_input_by_t=true")
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs([5], cfg)
+    ctx = torch.tensor([True, False, False, False, True])
+    t = torch.where(ctx, 1.0, torch.tensor([1.0, 0.0, 0.0, 0.3, 1.0]))
+    other = x.clone()
+    other[1:3] = torch.randn(2, *x.shape[1:])  # other starting noise in the frames at t = 0
+    one_step = [y + run(model, y, t, pos, cu, context=ctx).velocity * (1 - t).view(-1, 1, 1, 1) for y in (x, other)]
+    torch.testing.assert_close(one_step[0], one_step[1])  # every frame's clean estimate: t = 0 frames add nothing
+    other[3] += 1.0  # a frame at t = 0.3 still counts
+    changed = other + run(model, other, t, pos, cu, context=ctx).velocity * 0.7
+    assert not torch.allclose(changed[3], one_step[0][3])
+    # the reference patch starts non-zero, or a made frame's tokens at t = 0 would start as zeros
+    assert SpatioTemporalDiT(cfg).reference_patch.weight.abs().sum() > 0
+    with pytest.raises(ConfigError, match="needs model.reference_skip=true"):
+        tiny_cfg("model.scale_input_by_t=true")
 
 
 def test_windowed_flops_grow_linearly():

@@ -77,3 +77,13 @@ def test_every_flag_embedding_learns_in_a_step_of_the_default_task_mix():
     assert set(flags.tolist()) == {0, 1, 2}
     grad = module.model.flag_embed.weight.grad
     assert torch.all(grad.abs().sum(1) > 0), grad.abs().sum(1)
+
+
+def test_the_trainer_weights_the_velocity_loss_as_configured():
+    cfg = load_config("configs/tiny.yaml", ["train.tasks={interpolate: 1.0}", "loss.velocity_weighting=clean"])
+    module = FlowceptionModule(cfg)
+    batch = first_batch(cfg)
+    sample, out = module.loss(module.model, batch, module.generators(batch, step=0, salt=0))
+    err = (out.velocity - sample.v_target).pow(2).flatten(1).mean(1) * (1 - sample.t).pow(2)
+    assert module.global_terms(sample, out).velocity.item() == pytest.approx(err[sample.flowing].mean().item(),
+                                                                           rel=1e-5)
