@@ -172,10 +172,15 @@ class FlowceptionModule(StepModule):
         """L = L_velocity + w_ins * L_insertion, each mean weighted as frame_weights says (by
         default for this sample alone, as one step's only micro-batch)."""
         w_flow, w_active = self.frame_weights([sample])[0] if weights is None else weights
-        lv = velocity_loss(out.velocity, sample.v_target, sample.flowing, sample.t,
-                           self.cfg.loss.velocity_weighting) * w_flow
-        li = insertion_loss(out.rate_head, sample.k, sample.active, self.cfg.model.rate_link) * w_active
+        lv, li = self.mean_losses(sample, out)
+        lv, li = lv * w_flow, li * w_active
         return LossTerms(total=lv + self.cfg.loss.insertion_weight * li, velocity=lv, insertion=li)
+
+    def mean_losses(self, sample, out) -> tuple[Tensor, Tensor]:
+        """The velocity loss (weighted by time as loss.velocity_weighting says) and the insertion
+        loss, each a mean over this sample's frames."""
+        lv = velocity_loss(out.velocity, sample.v_target, sample.flowing, sample.t, self.cfg.loss.velocity_weighting)
+        return lv, insertion_loss(out.rate_head, sample.k, sample.active, self.cfg.model.rate_link)
 
     def accumulate(self, micro: list[PackedClips]) -> list[MicroBatchStats]:
         """Forward and backward on each micro-batch, the gradients adding up; what the log needs of
@@ -230,9 +235,7 @@ class FlowceptionModule(StepModule):
         for i, q in enumerate(self.cfg.train.val_times):
             gens = self.generators(batch, step=0, salt=1000 + i)
             sample, out = self.loss(self.ema, batch, gens, fraction=q)
-            lv = velocity_loss(out.velocity, sample.v_target, sample.flowing, sample.t,
-                               self.cfg.loss.velocity_weighting)
-            li = insertion_loss(out.rate_head, sample.k, sample.active, self.cfg.model.rate_link)
+            lv, li = self.mean_losses(sample, out)
             self.val_sums[i] += torch.stack([lv, li]).double() * batch.num_clips
         self.val_clips += batch.num_clips
 
