@@ -142,11 +142,20 @@ class PathConfig:
     # the order frames appear in training: random (i.i.d. delays; the model learns where to
     # insert) or a prescribed one (left_to_right, hierarchical), for the order ablation
     order: InsertionOrder = InsertionOrder.random
+    # probability that a clip's frames other than its start and given frames share one delay, so
+    # that they appear at once: the state a one-step sampler run of interpolation or completion
+    # starts from (all of a gap's frames at t = 0), which independent delays almost never give
+    together: float = 0.0
     time: TimeConfig = field(default_factory=TimeConfig)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.n_start < 1:
             yield "n_start", f"must be >= 1 (frame 0 always starts), got {self.n_start}"
+        if not 0.0 <= self.together <= 1.0:
+            yield "together", f"must be a probability in [0, 1], got {self.together}"
+        elif self.together > 0 and (self.kind != PathKind.insertion or self.order != InsertionOrder.random):
+            yield "together", ("applies to the insertion path with random order only (path.kind=insertion, "
+                               f"path.order=random), got kind {self.kind.value}, order {self.order.value}")
 
 
 @dataclass
@@ -207,6 +216,10 @@ class ModelConfig:
     # reference) owes nothing to the starting noise, which then enters as t (1 - t) x0 and is gone
     # at t = 0, where it would otherwise be most of every made frame's tokens (docs/model.md)
     scale_input_by_t: bool = False
+    # transformer blocks of the insertion head's own, reading the trunk's output through a stop-gradient:
+    # the Poisson loss then trains only them and the head, and the trunk learns from the velocity loss
+    # alone (0: the head reads the trunk's frame token and its loss trains the trunk too; docs/model.md)
+    rate_blocks: int = 0
     rope_theta: float = 10000.0
     grad_checkpointing: bool = False
     attention: AttentionConfig = field(default_factory=AttentionConfig)
@@ -231,6 +244,8 @@ class ModelConfig:
         if self.scale_input_by_t and not self.reference_skip:
             yield "scale_input_by_t", ("needs model.reference_skip=true: without the skip the velocity x1 - x0 "
                                        "needs the starting noise, which t x_t hides at t = 0")
+        if self.rate_blocks < 0:
+            yield "rate_blocks", f"must be >= 0, got {self.rate_blocks}"
         if self.num_classes < 0:
             yield "num_classes", f"must be >= 0, got {self.num_classes}"
         if not self.dim * self.mlp_ratio >= 1:

@@ -25,19 +25,21 @@ def test_roundtrip_through_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("override,match", [
-    ("path.n_strat=2", r"unknown config key 'path.n_strat'; valid keys here: kind, kappa, n_start, order, time"),
+    ("path.n_strat=2", r"unknown config key 'path.n_strat'; valid keys here: kind, kappa, n_start, order, together, time"),
     ("modle.depth=2", r"unknown config key 'modle'.*model"),
     ("path.kappa=quartic", r"'path.kappa'.*expected one of \[linear, cubic, cosine\]"),
     ("model.depth=deep", r"'model.depth'.*Integer"),
     ("path.n_start=0", r"'path.n_start' must be >= 1"),
     ("model.dim=100", r"'model.dim' must be divisible by heads=3"),
     ("path.time.insertion_phase_weight=2", r"'path.time.insertion_phase_weight' must be in \[0, 1\]"),
+    ("path.together=1.5", r"'path.together' must be a probability in \[0, 1\], got 1.5"),
+    ("path.together=0.5 path.order=hierarchical", r"'path.together' applies to .* random order only"),
     ("model.attention.backend=cuda", r"expected one of \[sdpa, xformers, flex, varlen, reference\]"),
     ("model.heads=32", r"'model.heads' leave a head dimension >= 8"),
     ("model.attention.backend=varlen", r"'model.attention.backend' varlen .* multiple of 8 .* dim 120 / 10 heads"),
 ])
 def test_bad_values_fail_in_one_line(override, match):
-    overrides = ["model.heads=3", override] if "divisible" in match else [override]
+    overrides = ["model.heads=3", override] if "divisible" in match else override.split()
     if "varlen" in match:
         overrides = ["model.dim=120", "model.heads=10", override]
     with pytest.raises(ConfigError, match=match) as err:

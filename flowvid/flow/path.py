@@ -105,6 +105,7 @@ class InsertionPath:
         time: GlobalTime | None = None,
         insertion_phase_weight: float = 0.0,
         order: str = "random",
+        together: float = 0.0,
     ):
         kind, order = getattr(kind, "value", kind), getattr(order, "value", order)
         if order not in ORDERS:
@@ -115,22 +116,27 @@ class InsertionPath:
             raise ValueError(f"n_start must be >= 1 (frame 0 always starts), got {n_start}")
         if not 0.0 <= insertion_phase_weight <= 1.0:
             raise ValueError(f"insertion_phase_weight must be in [0, 1], got {insertion_phase_weight}")
+        if not 0.0 <= together <= 1.0:
+            raise ValueError(f"together must be in [0, 1], got {together}")
         self.kind = kind
         self.kappa = get_kappa(kappa)
         self.n_start = n_start
         self.time = time or GlobalTime()
         self.insertion_phase_weight = insertion_phase_weight
         self.order = order
+        self.together = together
 
     @classmethod
     def from_config(cls, cfg) -> "InsertionPath":
         """From a flowvid.config.PathConfig."""
         time = GlobalTime(cfg.time.dist, cfg.time.loc, cfg.time.scale)
-        return cls(cfg.kappa, cfg.n_start, cfg.kind, time, cfg.time.insertion_phase_weight, cfg.order)
+        return cls(cfg.kappa, cfg.n_start, cfg.kind, time, cfg.time.insertion_phase_weight, cfg.order,
+                   cfg.together)
 
     def __repr__(self) -> str:
         return (f"InsertionPath(kind={self.kind!r}, kappa={self.kappa.name!r}, n_start={self.n_start}, "
-                f"time={self.time!r}, insertion_phase_weight={self.insertion_phase_weight}, order={self.order!r})")
+                f"time={self.time!r}, insertion_phase_weight={self.insertion_phase_weight}, order={self.order!r}, "
+                f"together={self.together})")
 
     # -- the three random steps: delays, global time, noise ------------------------------
 
@@ -154,6 +160,11 @@ class InsertionPath:
         order = torch.rand(len(candidates), generator=generator, device=device).argsort()
         start[candidates[order[: n_start - 1]]] = True
         u = self.kappa.inverse(torch.rand(num_frames, generator=generator, device=device))
+        # with probability `together` the clip's other frames share one delay: they appear at once, as
+        # a prescribed gap's frames do in a one-step sampler run (drawn only when asked, so that
+        # together = 0 keeps every other draw as it was)
+        if self.together > 0 and torch.rand((), generator=generator, device=device) < self.together:
+            u = u[:1].expand(num_frames)
         return torch.where(start | context, 0.0, u)
 
     def _ordered_delays(self, free: Tensor, generator: torch.Generator | None, n_start: int) -> Tensor:

@@ -9,7 +9,9 @@ A DiT (Peebles & Xie 2023) over all tokens of a clip:
 - optionally (model.reference_input) each frame's patches also embed its reference: the given
   frames nearest it, blended by distance, so a region the given frames agree on can be copied;
 - the velocity comes from the patch tokens through a zero-initialised layer, so the network
-  starts as the zero field; the insertion rate from the frame token through a small MLP.
+  starts as the zero field; the insertion rate from the frame token through a small MLP
+  (optionally, model.rate_blocks, through blocks of its own on the trunk's output without its
+  gradient: the insertion loss then leaves the trunk to the velocity).
 """
 from __future__ import annotations
 
@@ -155,6 +157,7 @@ class SpatioTemporalDiT(nn.Module):
         self.label_embed = nn.Embedding(cfg.num_classes + 1, d) if cfg.num_classes else None
         self.rope = Rope3D(d // cfg.heads, cfg.rope_theta)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.rate_blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.rate_blocks))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
         self.final = nn.Linear(d, p * p * c)
@@ -178,7 +181,7 @@ class SpatioTemporalDiT(nn.Module):
         if self.length_embed is not None:
             nn.init.normal_(self.length_embed.weight, std=0.02)
         # adaLN-Zero: every block starts as the identity and the velocity as exactly zero.
-        for layer in [blk.ada for blk in self.blocks] + [self.final_ada, self.final]:
+        for layer in [blk.ada for blk in [*self.blocks, *self.rate_blocks]] + [self.final_ada, self.final]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         if self.reference_patch is not None and not self.cfg.scale_input_by_t:
@@ -253,11 +256,7 @@ class SpatioTemporalDiT(nn.Module):
         cos, sin = self.rope.angles(coords)
         att = self.cfg.attention
         layout = PackedLayout(cu, n1, position, att.window, att.causal, valid)
-        for blk in self.blocks:
-            if self.cfg.grad_checkpointing and self.training:
-                h = checkpoint(blk, h, c, cos, sin, layout, use_reentrant=False)
-            else:
-                h = blk(h, c, cos, sin, layout)
+        h = self._run(self.blocks, h, c, cos, sin, layout)
 
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         out = self.final(modulate(self.final_norm(h[:, 1:]), shift, scale))  # (M, N, p*p*C)
@@ -265,9 +264,20 @@ class SpatioTemporalDiT(nn.Module):
         if self.cfg.reference_skip:  # the output is the clean frame minus the reference
             gap = (1 - t).clamp(min=SKIP_MIN_GAP).view(-1, 1, 1, 1).to(x.dtype)
             velocity = (ref + velocity - x) / gap
+        if self.cfg.rate_blocks:  # the insertion loss stops here: the trunk learns from the velocity alone
+            h = self._run(self.rate_blocks, h.detach(), c.detach(), cos, sin, layout)
         rate_head = self.rate_mlp(self.rate_norm(h[:, 0])).squeeze(-1)  # (M,)
         rate, _ = rate_and_log_rate(rate_head, self.cfg.rate_link)
         return ModelOutput(velocity=velocity, rate_head=rate_head, rate=rate)
+
+    def _run(self, blocks: nn.ModuleList, h: Tensor, c: Tensor, cos: Tensor, sin: Tensor,
+             layout: PackedLayout) -> Tensor:
+        for blk in blocks:
+            if self.cfg.grad_checkpointing and self.training:
+                h = checkpoint(blk, h, c, cos, sin, layout, use_reentrant=False)
+            else:
+                h = blk(h, c, cos, sin, layout)
+        return h
 
     def forward_sample(self, sample, label: Tensor | None = None) -> ModelOutput:
         """Forward on a flowvid.flow.PackedPathSample."""

@@ -36,7 +36,7 @@ def count_parameters(cfg) -> int:
     labels = (cfg.num_classes + 1) * d if cfg.num_classes else 0
     labels += linear(TIME_FEATURES, d) if cfg.length_embedding else 0
     heads = linear(d, 2 * d) + linear(d, ppc) + 2 * d + linear(d, d) + linear(d, 1)
-    return embed + labels + cfg.depth * block + heads
+    return embed + labels + (cfg.depth + cfg.rate_blocks) * block + heads
 
 
 TRAINING_BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two Adam moments and the EMA copy
@@ -84,11 +84,11 @@ def forward_flops(cfg, num_frames: int) -> int:
     per_frame += 2 * (TIME_FEATURES * d + d * d)  # time MLP
     per_frame += 2 * TIME_FEATURES * d if cfg.length_embedding else 0  # frame-count embedding
     per_block = 2 * 6 * d * d + 2 * n1 * (3 * d * d + d * d + 2 * d * hidden)  # adaLN, qkv, proj, MLP
-    per_frame += cfg.depth * per_block
+    per_frame += (cfg.depth + cfg.rate_blocks) * per_block
     per_frame += 2 * 2 * d * d + 2 * n * d * (p * p * c)  # final adaLN and projection
     per_frame += 2 * (d * d + d)  # insertion-rate head
     pairs = attended_frame_pairs(num_frames, cfg.attention.window, cfg.attention.causal)
-    attention = cfg.depth * 2 * 2 * pairs * n1 * n1 * d  # q k^T and (attn) v
+    attention = (cfg.depth + cfg.rate_blocks) * 2 * 2 * pairs * n1 * n1 * d  # q k^T and (attn) v
     return num_frames * per_frame + attention
 
 

@@ -98,7 +98,7 @@ class FlowceptionModule(StepModule):
 
     def configure_model(self) -> None:
         if self.cfg.train.compile:
-            for blk in self.model.blocks:
+            for blk in [*self.model.blocks, *self.model.rate_blocks]:
                 blk.compile_around_attention()
             self.compiled = True
         super().configure_model()

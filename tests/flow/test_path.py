@@ -125,6 +125,26 @@ def test_logit_normal_global_time_keeps_a_flowing_frame(gen):
         assert s.flowing.any()
 
 
+def test_together_frames_share_one_delay(gen):
+    """path.together: the frames other than start and given ones share a delay in that share of clips,
+    so once they appear they flow at one time, as a one-step sampler run's frames do."""
+    x1 = torch.randn(10, 1, 2, 2, generator=gen)
+    ctx = torch.zeros(10, dtype=torch.bool)
+    ctx[[0, 4, 9]] = True
+    shared = []
+    for _ in range(400):
+        u = InsertionPath(n_start=1, together=0.5).delays(10, ctx, gen, n_start=1)
+        shared.append(len(set(u[~ctx].tolist())) == 1)
+    assert sum(shared) / len(shared) == pytest.approx(0.5, abs=0.1)  # independent delays never tie
+    path = InsertionPath(together=1.0)
+    for _ in range(100):
+        s = path.sample(x1, generator=gen, context=[0, 4, 9], passive=[9], n_start=1)
+        check_invariants(s, x1, [0, 4, 9])
+        assert len(set(s.t[~s.context].tolist())) == 1
+        # the global time starts where the first free frame appears: here all of them at once
+        assert len(s.index) == 10 and s.flowing[~s.context].all()
+
+
 @pytest.mark.parametrize("kappa,weight", [("linear", 0.0), ("cubic", 0.0), ("linear", 1.0), ("cosine", 0.5)])
 def test_measured_visible_fraction_matches_closed_form(kappa, weight):
     path = InsertionPath(kappa=kappa, insertion_phase_weight=weight)
@@ -225,6 +245,7 @@ def test_from_config_uses_every_field():
                                             "path.time.scale=0.5", "path.time.insertion_phase_weight=0.25",
                                             "path.kind=autoregressive", "path.order=hierarchical"]).path
     p = InsertionPath.from_config(cfg)
+    assert InsertionPath.from_config(load_config("configs/base.yaml", ["path.together=0.3"]).path).together == 0.3
     assert (p.kind, p.kappa.name, p.n_start, p.insertion_phase_weight) == ("autoregressive", "cosine", 3, 0.25)
     assert p.order == "hierarchical"
     assert (p.time.dist, p.time.scale) == ("logit_normal", 0.5)
@@ -254,6 +275,8 @@ def test_bad_shapes_and_settings(gen):
         InsertionPath(kind="diffusion")
     with pytest.raises(ValueError, match="insertion order"):
         InsertionPath(order="backwards")
+    with pytest.raises(ValueError, match="together"):
+        InsertionPath(together=-0.1)
 
 
 @pytest.mark.parametrize("kind", ["insertion", "full_sequence", "autoregressive"])

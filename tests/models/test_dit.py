@@ -160,9 +160,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(cfg):
     torch.testing.assert_close(grads[0], grads[1])
 
 
-@pytest.mark.parametrize("reference", [False, True])
-def test_forward_flops_match_the_flop_counter(cfg, reference):
-    cfg = tiny_cfg("model.attention.backend=reference", "model.num_classes=0", f"model.reference_input={reference}")
+@pytest.mark.parametrize("reference,rate_blocks", [(False, 0), (True, 0), (False, 2)])
+def test_forward_flops_match_the_flop_counter(cfg, reference, rate_blocks):
+    cfg = tiny_cfg("model.attention.backend=reference", "model.num_classes=0", f"model.reference_input={reference}",
+                   f"model.rate_blocks={rate_blocks}")
     model = SpatioTemporalDiT(cfg)
     x, t, pos, cu = packed_inputs([6], cfg)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -171,7 +172,7 @@ def test_forward_flops_match_the_flop_counter(cfg, reference):
 
 
 @pytest.mark.parametrize("over", [[], ["model.reference_input=true"], ["model.num_classes=3"],
-                                  ["model.length_embedding=false", "model.qk_norm=false"]])
+                                  ["model.length_embedding=false", "model.qk_norm=false"], ["model.rate_blocks=2"]])
 def test_parameter_count_in_closed_form_matches_the_network(over):
     cfg = tiny_cfg(*over)
     assert count_parameters(cfg) == sum(p.numel() for p in SpatioTemporalDiT(cfg).parameters())
@@ -246,6 +247,30 @@ def test_input_scaled_by_t_makes_one_step_from_t0_independent_of_the_noise():
     assert SpatioTemporalDiT(cfg).reference_patch.weight.abs().sum() > 0
     with pytest.raises(ConfigError, match="needs model.reference_skip=true"):
         tiny_cfg("model.scale_input_by_t=true")
+
+
+@pytest.mark.parametrize("rate_blocks", [0, 1])
+def test_rate_blocks_keep_the_insertion_loss_out_of_the_trunk(rate_blocks):
+    """model.rate_blocks: the rate's gradient reaches only the head's own blocks and MLP; without them
+    it reaches the trunk (what the option is for), and the velocity is the same network's either way."""
+    cfg = tiny_cfg(f"model.rate_blocks={rate_blocks}")
+    model = randomized(cfg)
+    x, t, pos, cu = packed_inputs([5, 3], cfg)
+    out = model(x, t, pos, cu)
+    out.rate.sum().backward()
+    head = {n for n, _ in model.named_parameters() if n.startswith(("rate_blocks.", "rate_norm.", "rate_mlp."))}
+    reached = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    trunk = reached - head
+    assert (not trunk) == bool(rate_blocks)
+    assert head <= reached
+    if rate_blocks:
+        plain = tiny_cfg()
+        model.rate_blocks = torch.nn.ModuleList()
+        trunk_only = SpatioTemporalDiT(plain)
+        trunk_only.load_state_dict(model.state_dict())
+        torch.testing.assert_close(run(trunk_only, x, t, pos, cu).velocity, out.velocity.detach())
+    with pytest.raises(ConfigError, match="'model.rate_blocks' must be >= 0"):
+        tiny_cfg("model.rate_blocks=-1")
 
 
 def test_windowed_flops_grow_linearly():
