@@ -87,3 +87,27 @@ def test_the_trainer_weights_the_velocity_loss_as_configured():
     err = (out.velocity - sample.v_target).pow(2).flatten(1).mean(1) * (1 - sample.t).pow(2)
     assert module.global_terms(sample, out).velocity.item() == pytest.approx(err[sample.flowing].mean().item(),
                                                                            rel=1e-5)
+
+
+def test_frames_together_and_the_heads_own_blocks_in_a_training_step():
+    """path.together=1: each clip's made frames share one time; model.rate_blocks: the step's trunk
+    gradient is the velocity loss's alone, while the insertion loss trains the head's blocks."""
+    cfg = load_config("configs/tiny.yaml", ["train.tasks={interpolate: 1.0}", "path.together=1.0",
+                                            "model.rate_blocks=1"])
+    module = FlowceptionModule(cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():  # past the zero-initialised layers, through which no gradient passes yet
+        for p in module.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = first_batch(cfg)
+    sample, out = module.loss(module.model, batch, module.generators(batch, step=0, salt=0))
+    for a, b in zip(sample.cu_seqlens[:-1].tolist(), sample.cu_seqlens[1:].tolist()):
+        made = ~sample.context[a:b]
+        assert made.any() and len(set(sample.t[a:b][made].tolist())) == 1
+    terms = module.global_terms(sample, out)
+    assert terms.insertion.item() > 0
+    trunk, head = module.model.blocks[0].qkv.weight, module.model.rate_blocks[0].qkv.weight
+    total = torch.autograd.grad(terms.total, [trunk, head], retain_graph=True)
+    velocity = torch.autograd.grad(terms.velocity, trunk, retain_graph=True)[0]
+    assert velocity.abs().sum() > 0 and total[1].abs().sum() > 0
+    torch.testing.assert_close(total[0], velocity)
