@@ -118,6 +118,8 @@ class InsertionPath:
             raise ValueError(f"insertion_phase_weight must be in [0, 1], got {insertion_phase_weight}")
         if not 0.0 <= together <= 1.0:
             raise ValueError(f"together must be in [0, 1], got {together}")
+        if together > 0 and (kind != "insertion" or order != "random"):
+            raise ValueError(f"together applies to the insertion kind with random order only, got {kind}, {order}")
         self.kind = kind
         self.kappa = get_kappa(kappa)
         self.n_start = n_start

@@ -277,6 +277,8 @@ def test_bad_shapes_and_settings(gen):
         InsertionPath(order="backwards")
     with pytest.raises(ValueError, match="together"):
         InsertionPath(together=-0.1)
+    with pytest.raises(ValueError, match="random order only"):
+        InsertionPath(kind="full_sequence", together=0.5)
 
 
 @pytest.mark.parametrize("kind", ["insertion", "full_sequence", "autoregressive"])
