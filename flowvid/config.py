@@ -311,6 +311,8 @@ class DataConfig:
     width: int = 32
     crop: CropMode = CropMode.random
     clip_mode: ClipMode = ClipMode.window  # manifests: windows of videos, or whole videos (length learning)
+    flip: float = 0.0  # manifests: probability that a training clip is mirrored left to right
+    reverse: float = 0.0  # manifests: probability that a training clip plays backwards
     tokens_per_batch: int = 4096  # token budget of one packed batch (model tokens per frame x frames)
     max_clips_per_batch: int = 0  # 0 = only the token budget limits
     num_workers: int = 0
@@ -330,6 +332,11 @@ class DataConfig:
             yield "tokens_per_batch", "tokens_per_batch must be >= 1, max_clips_per_batch and num_workers >= 0"
         if not 0.0 <= self.max_failed_fraction <= 1.0:
             yield "max_failed_fraction", f"must be in [0, 1], got {self.max_failed_fraction}"
+        for key, p in (("flip", self.flip), ("reverse", self.reverse)):
+            if not 0.0 <= p <= 1.0:
+                yield key, f"must be a probability in [0, 1], got {p}"
+            elif p and self.source != DataSource.manifest:
+                yield key, f"applies to video files only (data.source=manifest), got data.source={self.source.value}"
         if self.source == DataSource.manifest and not self.manifest:
             yield "manifest", "is required when data.source=manifest (a jsonl from `flowvid data index`)"
         if self.source == DataSource.latents and not self.latents:

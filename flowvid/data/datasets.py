@@ -87,6 +87,16 @@ def resize_crop(frames: np.ndarray, height: int, width: int, random_crop: bool, 
     return x.float().div_(127.5).sub_(1.0).contiguous()
 
 
+def flip_reverse(x: torch.Tensor, flip: float, reverse: float, rng: np.random.Generator) -> torch.Tensor:
+    """(F, C, H, W) mirrored left to right with probability `flip`, its frames in reverse order with
+    probability `reverse`. A probability of 0 draws nothing, so clips without these are unchanged."""
+    if flip and rng.random() < flip:
+        x = x.flip(-1)
+    if reverse and rng.random() < reverse:
+        x = x.flip(0)
+    return x.contiguous()
+
+
 class FailureCounter:
     """Counts failed reads; past max_fraction of all reads (after a few), reading stops with an error."""
 
@@ -137,10 +147,11 @@ class ManifestDataset(torch.utils.data.Dataset):
     """Clips from the videos of a manifest, resampled to `fps` by timestamps, resized and cropped.
 
     Its items are segments: each shot of a video whose manifest entry lists shots, else the
-    whole video. A clip never crosses a shot's end."""
+    whole video. A clip never crosses a shot's end. With `augment` (training sets only) a clip is
+    mirrored with probability cfg.flip and played backwards with probability cfg.reverse."""
 
-    def __init__(self, entries: Sequence[ManifestEntry], manifest_path: str | Path, cfg):
-        self.cfg = cfg
+    def __init__(self, entries: Sequence[ManifestEntry], manifest_path: str | Path, cfg, augment: bool = False):
+        self.cfg, self.augment = cfg, augment
         self.manifest_path = Path(manifest_path)
         entries = files_present(entries, self.manifest_path, cfg.max_failed_fraction)
         self.whole = getattr(cfg.clip_mode, "value", cfg.clip_mode) == "whole"
@@ -194,6 +205,8 @@ class ManifestDataset(torch.utils.data.Dataset):
             return None
         self.failures.ok()
         x = resize_crop(frames, self.cfg.height, self.cfg.width, self.cfg.crop.value == "random", rng)
+        if self.augment:
+            x = flip_reverse(x, self.cfg.flip, self.cfg.reverse, rng)
         source = str(path) + (f"@{seg.start:g}s" if seg.entry.shots else "")
         return Clip(frames=x, label=seg.entry.label, fps=fps, source=source, seed=req.seed)
 

@@ -37,7 +37,7 @@ def build_dataset(cfg: Config, split: str):
         return SyntheticDataset(d.synthetic.kind, n, d, seed) if n else None
     if source == "manifest":
         path = d.manifest if split == "train" else d.val_manifest
-        return ManifestDataset(read_manifest(path), path, d) if path else None
+        return ManifestDataset(read_manifest(path), path, d, augment=split == "train") if path else None
     from flowvid.data.latents import LatentDataset
 
     root = Path(d.latents) / split

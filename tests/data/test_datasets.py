@@ -1,4 +1,5 @@
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -160,3 +161,46 @@ def test_bad_shots_name_the_line(tmp_path, shots):
     (tmp_path / "m.jsonl").write_text(line + "\n")
     with pytest.raises(UsageError, match=r"m.jsonl:1: not a ManifestEntry line \(shots must"):
         read_manifest(tmp_path / "m.jsonl")
+
+
+def test_flip_and_reverse_apply_to_training_clips_only(tmp_path):
+    """A mirrored clip is the plain one read right to left, a reversed one its frames backwards; the
+    same request draws the same window either way, and a dataset built without augment (validation,
+    eval) ignores both."""
+    m = manifest_for(tmp_path, [make_video(tmp_path / "a.mp4", num_frames=24, fps=24)])
+    plain = ManifestDataset(read_manifest(m), m, data_cfg())
+    req = ClipRequest(0, 6, 3)
+    x = plain[req].frames
+    mirrored = ManifestDataset(read_manifest(m), m, data_cfg("data.flip=1"), augment=True)[req].frames
+    backwards = ManifestDataset(read_manifest(m), m, data_cfg("data.reverse=1"), augment=True)[req].frames
+    both = ManifestDataset(read_manifest(m), m, data_cfg("data.flip=1", "data.reverse=1"), augment=True)[req].frames
+    assert not torch.equal(x, x.flip(-1)) and not torch.equal(x, x.flip(0))  # the checks below can fail
+    assert torch.equal(mirrored, x.flip(-1))
+    assert torch.equal(backwards, x.flip(0))
+    assert torch.equal(both, x.flip(0).flip(-1))
+    not_training = ManifestDataset(read_manifest(m), m, data_cfg("data.flip=1", "data.reverse=1"))
+    assert torch.equal(not_training[req].frames, x)
+    half = ManifestDataset(read_manifest(m), m, data_cfg("data.flip=0.5"), augment=True)
+    flipped = [not torch.equal(half[ClipRequest(0, 6, s)].frames, plain[ClipRequest(0, 6, s)].frames)
+               for s in range(40)]
+    assert 8 < sum(flipped) < 32
+
+
+def test_the_training_set_alone_is_augmented(tmp_path):
+    from flowvid.data.module import build_dataset
+
+    m = manifest_for(tmp_path, [make_video(tmp_path / "a.mp4", num_frames=24, fps=24)])
+    cfg = load_config("configs/tiny.yaml", ["data.source=manifest", f"data.manifest={m}", f"data.val_manifest={m}",
+                                            "data.flip=1"])
+    assert build_dataset(cfg, "train").augment and not build_dataset(cfg, "val").augment
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["data.flip=1.5"], "'data.flip' must be a probability in [0, 1], got 1.5"),
+    (["data.reverse=-1"], "'data.reverse' must be a probability in [0, 1], got -1.0"),
+    (["data.source=synthetic", "data.reverse=0.5"],
+     "'data.reverse' applies to video files only (data.source=manifest), got data.source=synthetic"),
+])
+def test_flip_and_reverse_are_checked(overrides, expected):
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        load_config("configs/tiny.yaml", ["data.source=manifest", "data.manifest=m.jsonl", *overrides])
