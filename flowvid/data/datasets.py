@@ -89,12 +89,13 @@ def resize_crop(frames: np.ndarray, height: int, width: int, random_crop: bool, 
 
 def flip_reverse(x: torch.Tensor, flip: float, reverse: float, rng: np.random.Generator) -> torch.Tensor:
     """(F, C, H, W) mirrored left to right with probability `flip`, its frames in reverse order with
-    probability `reverse`. A probability of 0 draws nothing, so clips without these are unchanged."""
+    probability `reverse` (torch.flip copies, so the result stays contiguous). A probability of 0
+    draws nothing, so clips without these are unchanged."""
     if flip and rng.random() < flip:
         x = x.flip(-1)
     if reverse and rng.random() < reverse:
         x = x.flip(0)
-    return x.contiguous()
+    return x
 
 
 class FailureCounter:
