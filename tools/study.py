@@ -46,6 +46,10 @@ BEGIN, END = "<!-- study:begin -->", "<!-- study:end -->"
 LENGTHS = (6, 10, 14)  # the length toy's only video lengths
 INTERP_STEPS = 1  # exact-grid interpolation: one step from noise gives the network's mean frame (docs/sampling.md)
 MIN_MOTION = 2.0  # real-footage tiles whose mean frame-to-frame change (uint8 levels) is lower are left out
+# a new shot begins where the whole frame changes by more than this on average (uint8 levels): bikes.mp4's
+# five cuts change it by 52-84, its fastest motion (a car crossing close by) by 21, bigbuckbunny's by 9
+CUT = 30.0
+MIN_SHOT = 16  # frames: shorter pieces of a tile (between two cuts) are left out
 log = logging.getLogger("study")
 
 
@@ -308,7 +312,9 @@ def extra_key(extra: tuple) -> str:
 
 def write_tiles(root: Path, scale: int, stride: int = 32, parts: tuple[str, ...] = ("train", "val")) -> None:
     """Each video shrunk by `scale`, cut into 32x32 tiles `stride` pixels apart, each split 80/20 in
-    time into train/ and val/ (those of `parts` written; a part that barely moves is left out)."""
+    time into train/ and val/ (those of `parts` written) and at the video's shot cuts, so that no clip
+    spans a cut (a frame across one cannot be interpolated); a piece shorter than MIN_SHOT frames, or
+    that barely moves, is left out."""
     import av
 
     from flowvid.io import write_video
@@ -324,17 +330,28 @@ def write_tiles(root: Path, scale: int, stride: int = 32, parts: tuple[str, ...]
             frames = np.stack([f.reformat(width=f.width // scale // 2 * 2, height=f.height // scale // 2 * 2,
                                           format="rgb24", interpolation="AREA").to_ndarray()
                                for f in c.decode(stream)])  # (F, H, W, 3)
-        cut = int(len(frames) * 0.8)
+        held_out = int(len(frames) * 0.8)
+        pieces = [(part, a, b) for first, end in shot_ranges(frames)
+                  for part, (a, b) in (("train", (first, min(end, held_out))), ("val", (max(first, held_out), end)))
+                  if part in parts and b - a >= MIN_SHOT]
         for y in range(0, frames.shape[1] - 31, stride):
             for x in range(0, frames.shape[2] - 31, stride):
-                tile = frames[:, y:y + 32, x:x + 32]
-                for part, chunk in (("train", tile[:cut]), ("val", tile[cut:])):
-                    # judged on the part itself: a held-out part that stands still scores any interpolator as exact
-                    if part not in parts or np.abs(np.diff(chunk.astype(np.int16), axis=0)).mean() < MIN_MOTION:
+                for part, a, b in pieces:
+                    chunk = frames[a:b, y:y + 32, x:x + 32]
+                    # judged on the piece itself: a held-out piece that stands still scores any interpolator as exact
+                    if np.abs(np.diff(chunk.astype(np.int16), axis=0)).mean() < MIN_MOTION:
                         continue
-                    out = root / part / f"{name}_{y:03d}_{x:03d}.mp4"
+                    out = root / part / f"{name}_{y:03d}_{x:03d}_{a:03d}.mp4"
                     out.parent.mkdir(parents=True, exist_ok=True)
                     write_video(out, chunk, fps)
+
+
+def shot_ranges(frames: np.ndarray) -> list[tuple[int, int]]:
+    """(first, end) frame ranges of the shots of (F, H, W, 3) uint8 frames: a shot ends where the
+    mean change to the next frame exceeds CUT levels."""
+    change = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))  # (F-1,)
+    starts = [0, *(np.flatnonzero(change > CUT) + 1).tolist(), len(frames)]
+    return list(zip(starts, starts[1:]))
 
 
 # ------------------------------------------------------------------------------------ the page
@@ -433,7 +450,7 @@ def page(study: Study, images: list[str], argv: list[str], started: float) -> st
                   "\"interp. only\": the same network and budget spent on interpolation clips alone "
                   "(`train.tasks={interpolate: 1.0}`, as configs/balls_interpolate.yaml). Real footage: held-out "
                   "parts that move (a mean frame-to-frame change of at least "
-                  f"{MIN_MOTION:g} levels).", ""]
+                  f"{MIN_MOTION:g} levels), each within one shot.", ""]
     if "order" in r:
         lines += ["### Insertion order: learned (random delays) against prescribed", "",
                   *gen_table(r["order"], "order"), "",
