@@ -341,9 +341,11 @@ def write_tiles(root: Path, scale: int, stride: int = 32, parts: tuple[str, ...]
                     # judged on the piece itself: a held-out piece that stands still scores any interpolator as exact
                     if np.abs(np.diff(chunk.astype(np.int16), axis=0)).mean() < MIN_MOTION:
                         continue
-                    out = root / part / f"{name}_{y:03d}_{x:03d}_{a:03d}.mp4"
+                    out = root / part / f"{name}_{y:03d}_{x:03d}_{a:03d}.mkv"
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    write_video(out, chunk, fps)
+                    # lossless: H.264 at crf 18 moves a 32x32 tile 36 dB from its source, more than the
+                    # footage changes from frame to frame, and that noise no interpolator can predict
+                    write_video(out, chunk, fps, codec="ffv1")
 
 
 def shot_ranges(frames: np.ndarray) -> list[tuple[int, int]]:
