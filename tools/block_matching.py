@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search", type=int, default=3, help="largest displacement from the made frame, pixels")
     ap.add_argument("--every", type=int, default=3, help="make every n-th frame")
     args = ap.parse_args(argv)
+    if args.block < 1 or args.search < 0 or args.every < 1:
+        raise SystemExit(f"--block and --every must be >= 1 and --search >= 0, got {args.block}, {args.every}, "
+                         f"{args.search}")
 
     from flowvid.data.manifest import read_manifest, resolve
     from flowvid.data.readers import open_video
