@@ -1,10 +1,12 @@
 """tools/block_matching.py: the classical interpolator the real-footage results are measured against."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))  # as when run as a script: it imports interp_errors beside it
 spec = importlib.util.spec_from_file_location("block_matching", REPO / "tools" / "block_matching.py")
 block_matching = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(block_matching)

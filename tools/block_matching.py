@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from interp_errors import pooled_psnr  # tools/ is this script's folder, first on sys.path
 
 MOTION_COST = 0.2  # per pixel of the block, times sqrt(|dy| + |dx|): a still block keeps d = 0 on a tie
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, frames in made.items():
         frames = np.stack(frames).round().clip(0, 255).astype(np.uint8)  # as a tool writes them
         per_frame = np.minimum(psnr_frames(frames, truth), PSNR_CAP_DB)
-        pooled = 10 * np.log10(255.0**2 / ((frames.astype(np.float64) - truth) ** 2).mean())
+        pooled = pooled_psnr(frames, truth, np.ones(truth.shape, bool))
         print(f"{name}: mean PSNR {per_frame.mean():.2f} dB, pooled {pooled:.2f} dB ({len(truth)} frames)")
     return 0
 

@@ -339,7 +339,7 @@ def write_tiles(root: Path, scale: int, stride: int = 32, parts: tuple[str, ...]
                 for part, a, b in pieces:
                     chunk = frames[a:b, y:y + 32, x:x + 32]
                     # judged on the piece itself: a held-out piece that stands still scores any interpolator as exact
-                    if np.abs(np.diff(chunk.astype(np.int16), axis=0)).mean() < MIN_MOTION:
+                    if frame_change(chunk).mean() < MIN_MOTION:
                         continue
                     out = root / part / f"{name}_{y:03d}_{x:03d}_{a:03d}.mkv"
                     out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,11 +348,15 @@ def write_tiles(root: Path, scale: int, stride: int = 32, parts: tuple[str, ...]
                     write_video(out, chunk, fps, codec="ffv1")
 
 
+def frame_change(frames: np.ndarray) -> np.ndarray:
+    """(F-1,) mean absolute change, in uint8 levels, from each of (F, H, W, 3) uint8 frames to the next."""
+    return np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
+
+
 def shot_ranges(frames: np.ndarray) -> list[tuple[int, int]]:
     """(first, end) frame ranges of the shots of (F, H, W, 3) uint8 frames: a shot ends where the
     mean change to the next frame exceeds CUT levels."""
-    change = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))  # (F-1,)
-    starts = [0, *(np.flatnonzero(change > CUT) + 1).tolist(), len(frames)]
+    starts = [0, *(np.flatnonzero(frame_change(frames) > CUT) + 1).tolist(), len(frames)]
     return list(zip(starts, starts[1:]))
 
 
