@@ -212,6 +212,12 @@ class ModelConfig:
     # (reference + output - x_t) / (1 - t): neither the noise nor a still background has to pass
     # through the network, and an untrained one interpolates as linear blending (docs/model.md)
     reference_skip: bool = False
+    # > 0: a frame between two given frames takes as reference their block-matched interpolation, which
+    # searches displacements up to this many pixels (of the frames the network sees: latents under
+    # an autoencoder) and judges each over windows of reference_window pixels; blending cannot follow
+    # motion, and on real footage the network did not learn to (docs/model.md). 0 = the blend
+    reference_search: int = 0
+    reference_window: int = 15
     # with the skip, the frames enter the network as t x_t: its output (the clean frame minus the
     # reference) owes nothing to the starting noise, which then enters as t (1 - t) x0 and is gone
     # at t = 0, where it would otherwise be most of every made frame's tokens (docs/model.md)
@@ -244,6 +250,12 @@ class ModelConfig:
         if self.scale_input_by_t and not self.reference_skip:
             yield "scale_input_by_t", ("needs model.reference_skip=true: without the skip the velocity x1 - x0 "
                                        "needs the starting noise, which t x_t hides at t = 0")
+        if self.reference_search < 0:
+            yield "reference_search", f"must be >= 0 pixels (0: blend the given frames), got {self.reference_search}"
+        if self.reference_window < 1 or self.reference_window % 2 == 0:
+            yield "reference_window", f"must be an odd number of pixels >= 1, got {self.reference_window}"
+        if self.reference_search and not (self.reference_input or self.reference_skip):
+            yield "reference_search", "needs model.reference_input or model.reference_skip: nothing reads the reference"
         if self.rate_blocks < 0:
             yield "rate_blocks", f"must be >= 0, got {self.rate_blocks}"
         if self.num_classes < 0:

@@ -7,7 +7,8 @@ A DiT (Peebles & Xie 2023) over all tokens of a clip:
 - 3D rotary positions (compacted frame index, row, column): any length, no learned table;
 - attention is block-diagonal over the packed clips, optionally local or causal in time;
 - optionally (model.reference_input) each frame's patches also embed its reference: the given
-  frames nearest it, blended by distance, so a region the given frames agree on can be copied;
+  frames nearest it, blended by distance (or, model.reference_search, matched by block matching
+  and blended along the motion), so a region the given frames agree on can be copied;
 - the velocity comes from the patch tokens through a zero-initialised layer, so the network
   starts as the zero field; the insertion rate from the frame token through a small MLP
   (optionally, model.rate_blocks, through blocks of its own on the trunk's output without its
@@ -29,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from flowvid.devices import to_device
 from flowvid.flow.losses import rate_and_log_rate
 from flowvid.models.attention import PackedLayout, attend, check_backend, frame_clips
+from flowvid.models.motion import motion_between
 from flowvid.models.rope import Rope3D
 
 
@@ -106,11 +108,14 @@ class Block(nn.Module):
 SKIP_MIN_GAP = 0.05
 
 
-def nearest_given(x: Tensor, context: Tensor, cu: list[int], causal: bool = False) -> Tensor:
+def nearest_given(x: Tensor, context: Tensor, cu: list[int], causal: bool = False, search: int = 0,
+                  window: int = 1) -> Tensor:
     """Each frame's reference from the given (context) frames of its clip, by compacted index:
     r_i = ((b - i) x_a + (i - a) x_b) / (b - a) with a <= i <= b the nearest given frames on either
     side; x_a or x_b alone where one side has none (with causal attention: x_a only, the future must
-    not leak); zeros where neither. A given frame is its own reference. x (M, C, H, W) -> same."""
+    not leak); zeros where neither. A given frame is its own reference. With search > 0 a frame between
+    two given ones is their block-matched interpolation instead (flowvid.models.motion), displacements
+    up to `search` pixels judged over windows of `window` pixels. x (M, C, H, W) -> same."""
     m = x.shape[0]
     idx = torch.arange(m, device=x.device)
     clip, offsets = frame_clips(cu, x.device), to_device(torch.tensor(cu), x.device)
@@ -123,6 +128,9 @@ def nearest_given(x: Tensor, context: Tensor, cu: list[int], causal: bool = Fals
     w_left = (1.0 - w_right) * has_left
     ref = (w_left.view(-1, 1, 1, 1) * x[left.clamp(min=0)]
            + w_right.view(-1, 1, 1, 1) * x[right.clamp(max=m - 1)])
+    between = (has_left & has_right & (left != right)).nonzero().squeeze(1)  # (K,) frames with two given sides
+    if search and len(between):
+        ref[between] = motion_between(x[left[between]], x[right[between]], w_right[between], search, window)
     return ref.to(x.dtype)
 
 
@@ -246,7 +254,8 @@ class SpatioTemporalDiT(nn.Module):
         tokens = self.patch(patches)  # (M, N, D)
         ref = None
         if self.cfg.reference_input or self.cfg.reference_skip:
-            ref = nearest_given(x, context, cu, self.cfg.attention.causal)
+            ref = nearest_given(x, context, cu, self.cfg.attention.causal, self.cfg.reference_search,
+                                self.cfg.reference_window)
         if self.reference_patch is not None:
             tokens = tokens + self.reference_patch(rearrange(ref, "m c (h p) (w q) -> m (h w) (p q c)", p=p, q=p))
         h = torch.cat([self.frame_token.expand(m, 1, -1), tokens], dim=1)  # (M, N+1, D)
