@@ -8,12 +8,17 @@
    of 16, 64 and 256 frames, window 4 vs full attention; each row in a fresh subprocess so that
    its peak resident memory (VmHWM, i.e. its own ru_maxrss, after minus before the
    forward) is its own.
+3. The motion-compensated reference (model.reference_search): forward+backward of the real-footage
+   interpolation network (dim 256, 32x32, reference skip) on 8 clips of 9 frames, every other frame
+   given, with the blend as reference and with block matching (search 6, window 15); the matcher's
+   own time is timed alone beside them.
 
 Prints markdown tables (for docs/BENCHMARKS.md); progress goes to stderr. About 3 minutes on 2 cores
 with the defaults:
 
     python tools/bench_model.py [--batches 6] [--reps 5] [--warmup 1] [--long-reps 5]
                                 [--lengths 16 64 256] [--window 4] [--threads N] [--skip-packing] [--skip-window]
+                                [--skip-reference]
 """
 from __future__ import annotations
 
@@ -285,6 +290,40 @@ def bench_window(args) -> None:
     print()
 
 
+# -- 3. the motion-compensated reference ---------------------------------------------------------
+
+def bench_reference(args) -> None:
+    """Training-step time with the blend and with the block-matched reference, median of --reps."""
+    from flowvid.models.dit import nearest_given
+
+    clips, frames = 8, 9
+    over = BASE + ["model.dim=256", "model.height=32", "model.width=32", "model.reference_skip=true"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(clips * frames, 3, 32, 32, generator=g)
+    context = (torch.arange(frames) % 2 == 0).repeat(clips)  # keyframes every other frame
+    t = torch.where(context, 1.0, torch.rand(clips * frames, generator=g))
+    position = torch.arange(frames).repeat(clips)
+    cu = (torch.arange(clips + 1) * frames).to(torch.int32)
+    times = {}
+    for search in (0, 6):
+        torch.manual_seed(0)
+        model = SpatioTemporalDiT(load_config(str(CONFIG), overrides=over + [f"model.reference_search={search}"]).model)
+        step = [fwd_bwd(model, (x, t, position, cu, context), None) for _ in range(args.warmup + args.reps)]
+        times[search] = statistics.median(step[args.warmup:])
+    match = []
+    for _ in range(args.warmup + args.reps):
+        t0 = time.perf_counter()
+        nearest_given(x, context, cu.tolist(), search=6, window=15)
+        match.append(time.perf_counter() - t0)
+    matcher = statistics.median(match[args.warmup:])
+    print(f"## 3. Motion-compensated reference: a training step of {clips} clips x {frames} frames "
+          f"(32x32, dim 256, every other frame given)\n")
+    print("| reference | forward+backward (s) | ratio |\n|---|---|---|")
+    print(f"| blend (model.reference_search=0) | {times[0]:.3f} | 1.00 |")
+    print(f"| block matching (model.reference_search=6) | {times[6]:.3f} | {times[6] / times[0]:.2f} |")
+    print(f"\nthe matcher alone on the batch ({int((~context).sum())} frames made): {matcher:.3f} s\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=6, help="sampled batches per insertion-phase weight")
@@ -296,6 +335,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: torch's)")
     ap.add_argument("--skip-packing", action="store_true")
     ap.add_argument("--skip-window", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-frames", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--child-window", type=int, default=0, help=argparse.SUPPRESS)
@@ -311,6 +351,8 @@ def main() -> None:
         bench_packing(args)
     if not args.skip_window:
         bench_window(args)
+    if not args.skip_reference:
+        bench_reference(args)
     print(f"({time.perf_counter() - t0:.0f} s)")
 
 
