@@ -48,7 +48,6 @@ class TimeDistName(str, Enum):
 class VelocityWeighting(str, Enum):
     uniform = "uniform"  # ||v_hat - v||^2 (METHOD.md)
     clean = "clean"  # (1 - t)^2 ||v_hat - v||^2 = the error of the clean frame the velocity implies
-    clean_log = "clean_log"  # log of that error (plus a floor): the mean over frames of PSNR, negated
 
 
 class RateLink(str, Enum):

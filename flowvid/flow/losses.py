@@ -31,10 +31,7 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return values.sum() / mask.sum().clamp_min(1)
 
 
-VELOCITY_WEIGHTINGS = ("uniform", "clean", "clean_log")
-# clean_log: the floor under each frame's clean error (frames in [-1, 1]): a frame off by half a grey level
-# everywhere (54 dB PSNR), finer than a tool's uint8 output can show
-LOG_FLOOR = (1 / 255) ** 2
+VELOCITY_WEIGHTINGS = ("uniform", "clean")
 
 
 def velocity_loss(v_pred: Tensor, v_target: Tensor, flowing: Tensor, t: Tensor | None = None,
@@ -42,18 +39,14 @@ def velocity_loss(v_pred: Tensor, v_target: Tensor, flowing: Tensor, t: Tensor |
     """mean over flowing frames of w_i ||v_hat_i - v_i||^2 / D, D = elements per frame.
 
     w_i = 1 (uniform) or (1 - t_i)^2 (clean: ||x1_hat_i - x1_i||^2 / D with x1_hat = x_t + (1 - t) v_hat).
-    clean_log: log(e_i + LOG_FLOOR) with e_i the clean error: its mean is what a mean over frames of
-    PSNR = -10 log10(e_i / 4) measures, so a frame made well counts as much as one made badly.
     Dividing by D keeps the balance against the insertion loss independent of frame size.
     """
     error = per_frame_velocity_error(v_pred, v_target)
     weighting = getattr(weighting, "value", weighting)
-    if weighting in ("clean", "clean_log"):
+    if weighting == "clean":
         if t is None:
-            raise ValueError(f"the {weighting} velocity weighting needs the frames' times t")
+            raise ValueError("the clean velocity weighting needs the frames' times t")
         error = error * (1 - _at_least_float32(t)).pow(2)
-        if weighting == "clean_log":
-            error = torch.log(error + LOG_FLOOR)
     elif weighting != "uniform":
         raise ValueError(f"unknown velocity weighting {weighting!r}; expected one of {list(VELOCITY_WEIGHTINGS)}")
     return masked_mean(error, flowing)
