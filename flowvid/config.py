@@ -252,6 +252,9 @@ class ModelConfig:
                                        "needs the starting noise, which t x_t hides at t = 0")
         if self.reference_search < 0:
             yield "reference_search", f"must be >= 0 pixels (0: blend the given frames), got {self.reference_search}"
+        elif self.reference_search >= min(self.height, self.width):
+            yield "reference_search", (f"must be below the frames' sides ({self.height}x{self.width}): past them a "
+                                       f"displacement sees only repeated edges, got {self.reference_search}")
         if self.reference_window < 1 or self.reference_window % 2 == 0:
             yield "reference_window", f"must be an odd number of pixels >= 1, got {self.reference_window}"
         if self.reference_search and not (self.reference_input or self.reference_skip):

@@ -82,6 +82,7 @@ def test_an_untrained_network_with_the_skip_interpolates_by_block_matching():
     (["model.reference_search=-1", "model.reference_skip=true"], "reference_search' must be >= 0"),
     (["model.reference_window=4", "model.reference_skip=true"], "reference_window' must be an odd number"),
     (["model.reference_search=3"], "needs model.reference_input or model.reference_skip"),
+    (["model.reference_search=8", "model.reference_skip=true"], r"below the frames' sides \(8x8\)"),
 ])
 def test_config_refuses_a_motion_reference_it_cannot_use(over, match):
     with pytest.raises(ConfigError, match=match):
