@@ -304,6 +304,20 @@ def test_reference_skip_makes_an_untrained_model_interpolate_as_linear_blending(
         assert np.abs(out.astype(int) - blend).max() <= 1  # the same mix, rounded through model space
 
 
+def test_motion_reference_makes_an_untrained_model_interpolate_a_pan_by_block_matching():
+    rng = np.random.default_rng(1)
+    scene = np.kron(rng.integers(0, 256, (8, 12, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # (32, 48, 3)
+    truth = np.stack([scene[8:24, 2 * i:2 * i + 16] for i in range(5)])  # (5, 16, 16, 3): 2 pixels a frame
+    cfg = load_config("configs/tiny.yaml", ["model.reference_skip=true", "model.reference_search=4",
+                                            "model.reference_window=9"])
+    model = SpatioTemporalDiT(cfg.model).eval()
+    out = interpolate(model, cfg, truth[::2], 8.0, factor=2, steps=1).frames.numpy()  # (5, 16, 16, 3)
+    inner = (slice(1, None, 2), slice(4, 12), slice(4, 12))  # the made frames, away from the edges
+    err = np.abs(out.astype(int) - truth)[inner].mean()
+    blend_err = np.abs(blend_baseline(truth[::2], 2).astype(int) - truth)[inner].mean()
+    assert err <= 1 and blend_err > 20  # made where the scene is; blending draws it twice
+
+
 def test_interpolate_a_video_file(exported, tmp_path):
     write_video(tmp_path / "in.mp4", images(3), 8.0)
     out = tmp_path / "o.mp4"
