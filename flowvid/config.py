@@ -210,7 +210,7 @@ class ModelConfig:
     reference_input: bool = False
     # the network's output is the clean frame minus the reference, turned into the velocity
     # (reference + output - x_t) / (1 - t): neither the noise nor a still background has to pass
-    # through the network, and an untrained one interpolates as linear blending (docs/model.md)
+    # through the network, and an untrained one interpolates as its reference does (docs/model.md)
     reference_skip: bool = False
     # > 0: a frame between two given frames takes as reference their block-matched interpolation, which
     # searches displacements up to this many pixels (of the frames the network sees: latents under
