@@ -25,13 +25,13 @@ def block_matching(a: np.ndarray, c: np.ndarray, search: int, window: int) -> np
     import torch
 
     from flowvid.models.motion import motion_between
+    from flowvid.pipelines.tasks import to_model_space, to_uint8
 
-    def tensor(v):
-        return torch.from_numpy(v).permute(0, 3, 1, 2).float() / 127.5 - 1  # (N, 3, H, W) in [-1, 1], as trained
-
-    made = [motion_between(tensor(a[i:i + CHUNK]), tensor(c[i:i + CHUNK]), torch.full((len(a[i:i + CHUNK]),), 0.5),
-                           search, window) for i in range(0, len(a), CHUNK)]
-    return ((torch.cat(made) + 1) * 127.5).permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+    made = []
+    for i in range(0, len(a), CHUNK):
+        first, last = (to_model_space(torch.from_numpy(v[i:i + CHUNK])) for v in (a, c))  # (n, 3, H, W) each
+        made.append(motion_between(first, last, torch.full((len(first),), 0.5), search, window))
+    return to_uint8(torch.cat(made)).numpy()
 
 
 def main(argv: list[str] | None = None) -> int:

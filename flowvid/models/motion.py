@@ -50,13 +50,13 @@ def motion_between(a: Tensor, b: Tensor, alpha: Tensor, search: int, window: int
     # pixels blurs, and blurred frames agree better (which would favour any such D) and blur the frame made
     near = torch.minimum(alpha, 1 - alpha).clamp(min=1e-6).view(m, 1)  # (M, 1)
     reach = int(math.floor(near.max().item() * search + 1e-6))
-    w = alpha.view(m, 1, 1, 1)
+    to_a, w = alpha.view(m, 1), alpha.view(m, 1, 1, 1)
     best = torch.full((m, 1, *a.shape[2:]), float("inf"), device=a.device)
     out = torch.empty_like(a)
     for sy in range(-reach, reach + 1):
         for sx in range(-reach, reach + 1):
             d = torch.tensor([[sy, sx]], dtype=a.dtype, device=a.device) / near  # (M, 2) displacement D
-            ahead, back = shifted(a, alpha.view(m, 1) * d), shifted(b, (alpha - 1).view(m, 1) * d)
+            ahead, back = shifted(a, to_a * d), shifted(b, (to_a - 1) * d)
             cost = (ahead - back).abs().mean(1, keepdim=True)  # (M, 1, H, W)
             cost = F.avg_pool2d(cost, window, stride=1, padding=window // 2, count_include_pad=False)
             cost = cost + MOTION_COST * d.abs().sum(1).sqrt().view(m, 1, 1, 1)
